@@ -1,0 +1,30 @@
+// Package buffer is fieldgate's durable FIFO: an append-only queue of opaque
+// records stored in BadgerDB, knowing nothing of MQTT.
+//
+// Every record gets a sequence number (Seq) that is monotonic and never
+// reused, also across restarts. A record has exactly one fate:
+//
+//   - it is acknowledged with [Queue.Ack] after it was delivered;
+//   - it is dropped because the byte quota was reached under [DropOldest]
+//     (reason "quota"), because it is older than [Config.MaxAge]
+//     (reason "expired"), or because it failed its checksum (reason
+//     "corrupt"). Every drop is counted in [Stats.Dropped] by reason.
+//
+// Durability: [Queue.Append] returns only once the record is fsync'd.
+// Concurrent appends are group-committed: they share one badger transaction
+// and one fsync. Acks are persisted lazily (without fsync): after a crash,
+// records acknowledged shortly before may be delivered again (duplicates),
+// but an appended record is never lost unless the quota or expiry policy
+// dropped it.
+//
+// Startup never scans the whole store: a small metadata key, written in the
+// same transaction as every change, holds the running totals. A store badger
+// cannot open is moved aside (renamed to dir+".corrupt-<UTC timestamp>") and
+// a fresh one is created so that the gateway still starts.
+//
+// Lifecycle: [Open] opens the store and starts nothing; [Queue.Run] performs
+// expiry, deferred ack persistence and disk-space reclamation until its
+// context is done; [Queue.Close] (called by whoever called Open, after Run
+// returned) flushes and closes the store. All methods are safe for
+// concurrent use.
+package buffer

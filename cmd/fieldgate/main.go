@@ -1,0 +1,190 @@
+// Command fieldgate is an edge gateway: an embedded MQTT broker, Modbus and
+// serial device pollers, and a store-and-forward bridge to an upstream broker.
+//
+// Usage:
+//
+//	fieldgate run     [--config FILE]   run the gateway
+//	fieldgate check   [--config FILE]   validate the configuration
+//	fieldgate passwd                    read a password on stdin, print its bcrypt hash
+//	fieldgate probe   [flags]           read raw Modbus registers, show every decoding
+//	fieldgate version                   print the version
+//
+// Exit codes: 0 success; 1 invalid configuration; 2 usage error; 3 runtime
+// failure (a listener could not bind, the data directory is unusable, a
+// device could not be probed, shutdown exceeded its deadline).
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/fieldgate/fieldgate/gateway"
+)
+
+// Exit codes, documented in the README.
+const (
+	exitOK      = 0
+	exitConfig  = 1
+	exitUsage   = 2
+	exitRuntime = 3
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "passwd":
+		return cmdPasswd(args[1:], stdin, stdout, stderr)
+	case "probe":
+		return cmdProbe(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "fieldgate", versionString())
+		return exitOK
+	case "help", "--help", "-h":
+		usage(stdout)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "fieldgate: unknown command %q\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: fieldgate <command> [flags]
+
+commands:
+  run     [--config FILE]  run the gateway (default config `+gateway.DefaultConfigPath+`)
+  check   [--config FILE]  validate the configuration: every problem with its path and line
+  passwd                   read a password on stdin, print a bcrypt hash for password_hash
+  probe   [flags]          read raw Modbus registers and show every type/order decoding
+  version                  print the version
+
+exit codes: 0 ok, 1 invalid configuration, 2 usage error, 3 runtime failure
+`)
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", gateway.DefaultConfigPath, "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fieldgate %s: unexpected argument %q\n", name, fs.Arg(0))
+		return "", false
+	}
+	return *path, true
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("check", args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	cfg, err := gateway.Load(path, gateway.Drivers(discardLogger()))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	fmt.Fprintf(stdout, "%s: ok\n%s", path, gateway.Summary(cfg))
+	return exitOK
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	path, ok := configFlag("run", args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	boot := gateway.NewLogger(gateway.LogConfig{Level: "info", Format: "text"}, stderr)
+	drivers := gateway.Drivers(boot)
+	cfg, err := gateway.Load(path, drivers)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	log := gateway.NewLogger(cfg.Gateway.Log, stderr)
+	gw, err := gateway.New(cfg, gateway.Drivers(log), log)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return exitRuntime
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+	defer signal.Stop(reload)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-reload:
+				if err := gw.Reload(path); err != nil {
+					log.Error("reload rejected; keeping the running configuration", "err", err)
+				}
+			}
+		}
+	}()
+	if err := gw.Run(ctx); err != nil {
+		log.Error("fieldgate failed", "err", err)
+		return exitRuntime
+	}
+	return exitOK
+}
+
+func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintln(stderr, "usage: fieldgate passwd < password-file   (reads one line from stdin)")
+		return exitUsage
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintln(stderr, "fieldgate passwd:", err)
+		return exitRuntime
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		fmt.Fprintln(stderr, "fieldgate passwd: empty password on stdin")
+		return exitUsage
+	}
+	hash, err := gateway.HashPassword(pw)
+	if err != nil {
+		fmt.Fprintln(stderr, "fieldgate passwd:", err)
+		return exitUsage
+	}
+	fmt.Fprintln(stdout, hash)
+	return exitOK
+}

@@ -1,0 +1,318 @@
+// Package gateway owns the configuration file, wires the broker, the device
+// pollers, the store-and-forward bridge and the ops HTTP endpoint together,
+// and runs them with an ordered start and stop.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/fieldgate/fieldgate/bridge"
+	"github.com/fieldgate/fieldgate/broker"
+	"github.com/fieldgate/fieldgate/buffer"
+	"github.com/fieldgate/fieldgate/devices"
+	"github.com/fieldgate/fieldgate/devices/modbus"
+	"github.com/fieldgate/fieldgate/devices/serial"
+	"github.com/fieldgate/fieldgate/devices/sim"
+)
+
+// Origins of in-process publishers on the local broker.
+const originDevices = "devices"
+
+// Drivers returns the table of device drivers, keyed by the `driver:` value.
+func Drivers(log *slog.Logger) map[string]devices.Driver {
+	return map[string]devices.Driver{
+		"modbus": modbus.New(log.With("component", "modbus")),
+		"serial": serial.New(log.With("component", "serial")),
+		"sim":    sim.New(),
+	}
+}
+
+// Gateway is one configured gateway process. New builds it from a loaded
+// Config; Run starts everything and blocks until the context is cancelled
+// and everything has stopped. A Gateway is run once.
+type Gateway struct {
+	cfg     *Config
+	log     *slog.Logger
+	drivers map[string]devices.Driver
+
+	mu     sync.Mutex
+	ready  bool
+	broker *broker.Broker
+	queue  *buffer.Queue
+	bridge *bridge.Bridge
+	devs   *devices.Set
+	http   *opsServer
+}
+
+// New checks that cfg can be wired. It starts nothing and opens nothing.
+func New(cfg *Config, drivers map[string]devices.Driver, log *slog.Logger) (*Gateway, error) {
+	if cfg == nil {
+		return nil, errors.New("gateway: nil config")
+	}
+	return &Gateway{cfg: cfg, log: log, drivers: drivers}, nil
+}
+
+// Ready reports whether the listeners are bound and the store is open.
+func (g *Gateway) Ready() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.ready
+}
+
+// Run opens the data directory and the buffer, starts the broker, the
+// bridge, the devices and the ops endpoint, notifies systemd once ready, and
+// blocks until ctx is done. Shutdown is ordered: devices stop first, then
+// the broker (in-flight publishes finish and are durable), then the bridge,
+// then the buffer is flushed and closed, all within
+// gateway.shutdown_timeout.
+func (g *Gateway) Run(ctx context.Context) (err error) {
+	cfg := g.cfg
+	dataDir := cfg.Gateway.DataDir
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	unlock, err := lockDir(dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	var q *buffer.Queue
+	var br *bridge.Bridge
+	if cfg.Bridge != nil {
+		q, err = buffer.Open(filepath.Join(dataDir, "buffer"), cfg.Bridge.Buffer, g.log.With("component", "buffer"))
+		if err != nil {
+			return fmt.Errorf("open buffer: %w", err)
+		}
+		defer func() {
+			if cerr := q.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("close buffer: %w", cerr)
+			}
+		}()
+	}
+
+	b, err := broker.New(cfg.Broker, broker.Options{
+		DataDir: filepath.Join(dataDir, "broker"),
+		Logger:  g.log.With("component", "broker"),
+		Ingress: func(m *broker.Message) error { return g.ingress(br, m) },
+	})
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	if cfg.Bridge != nil {
+		br, err = bridge.New(*cfg.Bridge, bridge.Options{
+			Gateway: cfg.Gateway.ID,
+			Queue:   q,
+			Local:   bridgeLocal{b},
+			Logger:  g.log.With("component", "bridge"),
+			DataDir: filepath.Join(dataDir, "bridge"),
+		})
+		if err != nil {
+			return fmt.Errorf("bridge: %w", err)
+		}
+	}
+	devs, err := devices.New(cfg.Devices, devices.Options{
+		Gateway:    cfg.Gateway.ID,
+		Drivers:    g.drivers,
+		Publisher:  devicePublisher{b},
+		Subscriber: deviceSubscriber{b},
+		Logger:     g.log.With("component", "devices"),
+	})
+	if err != nil {
+		return fmt.Errorf("devices: %w", err)
+	}
+	g.mu.Lock()
+	g.broker, g.queue, g.bridge, g.devs = b, q, br, devs
+	g.mu.Unlock()
+
+	var ops *opsServer
+	if cfg.Gateway.HTTP.Address != "off" {
+		ops, err = newOpsServer(cfg.Gateway.HTTP.Address, g)
+		if err != nil {
+			return err
+		}
+		g.mu.Lock()
+		g.http = ops
+		g.mu.Unlock()
+	}
+
+	// Each stage gets its own context so shutdown runs in order.
+	var (
+		brokerCtx, stopBroker = context.WithCancel(context.Background())
+		bridgeCtx, stopBridge = context.WithCancel(context.Background())
+		devCtx, stopDevs      = context.WithCancel(context.Background())
+		opsCtx, stopOps       = context.WithCancel(context.Background())
+	)
+	defer stopBroker()
+	defer stopBridge()
+	defer stopDevs()
+	defer stopOps()
+
+	failed := make(chan error, 5)
+	start := func(name string, run func(context.Context) error, ctx context.Context) <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				failed <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+		return done
+	}
+
+	brokerDone := start("broker", b.Run, brokerCtx)
+	select {
+	case <-b.Ready():
+	case err := <-failed:
+		stopBroker()
+		<-brokerDone
+		return err
+	case <-ctx.Done():
+		stopBroker()
+		<-brokerDone
+		return nil
+	}
+	var bridgeDone, queueDone <-chan struct{}
+	if br != nil {
+		bridgeDone = start("bridge", br.Run, bridgeCtx)
+		queueDone = start("buffer", q.Run, bridgeCtx)
+	}
+	devsDone := start("devices", devs.Run, devCtx)
+	var opsDone <-chan struct{}
+	if ops != nil {
+		opsDone = start("http", ops.Run, opsCtx)
+	}
+
+	g.mu.Lock()
+	g.ready = true
+	g.mu.Unlock()
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		g.log.Warn("systemd notify failed", "err", err)
+	}
+	g.log.Info("fieldgate ready", "id", cfg.Gateway.ID, "listeners", addrStrings(b), "devices", len(cfg.Devices), "bridge", br != nil)
+	watchdogDone := make(chan struct{})
+	wdCtx, stopWatchdog := context.WithCancel(context.Background())
+	go func() {
+		defer close(watchdogDone)
+		g.watchdog(wdCtx)
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-failed:
+		g.log.Error("stopping after failure", "err", runErr)
+	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	g.mu.Lock()
+	g.ready = false
+	g.mu.Unlock()
+	stopWatchdog()
+	<-watchdogDone
+
+	deadline := time.NewTimer(cfg.Gateway.ShutdownTimeout)
+	defer deadline.Stop()
+	wait := func(name string, stop context.CancelFunc, done <-chan struct{}) {
+		if done == nil {
+			return
+		}
+		stop()
+		select {
+		case <-done:
+		case <-deadline.C:
+			g.log.Error("shutdown timeout", "waiting_for", name)
+			runErr = errors.Join(runErr, fmt.Errorf("shutdown: %s did not stop within %s", name, cfg.Gateway.ShutdownTimeout))
+			deadline.Reset(time.Second) // give the remaining stages a moment each
+		}
+	}
+	wait("devices", stopDevs, devsDone)
+	wait("broker", stopBroker, brokerDone)
+	wait("bridge", stopBridge, bridgeDone)
+	wait("buffer", stopBridge, queueDone)
+	wait("http", stopOps, opsDone)
+	g.log.Info("fieldgate stopped")
+	return runErr
+}
+
+// ingress is the broker's store-and-forward hook: every local publish passes
+// here before its publisher is acknowledged (G1).
+func (g *Gateway) ingress(br *bridge.Bridge, m *broker.Message) error {
+	if br == nil {
+		return nil
+	}
+	err := br.Ingest(context.Background(), toBridge(m))
+	if errors.Is(err, buffer.ErrFull) {
+		return broker.ErrQuotaExceeded
+	}
+	return err
+}
+
+// watchdog pings systemd's watchdog only while the gateway makes progress:
+// the broker answers and the store accepts reads.
+func (g *Gateway) watchdog(ctx context.Context) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return
+	}
+	t := time.NewTicker(interval / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if g.healthy() {
+				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			}
+		}
+	}
+}
+
+// healthy checks that the main loops respond.
+func (g *Gateway) healthy() bool {
+	g.mu.Lock()
+	b, q := g.broker, g.queue
+	g.mu.Unlock()
+	if b == nil {
+		return false
+	}
+	_ = b.Stats()
+	if q != nil {
+		if _, err := q.Read(^uint64(0)-1, 1, 1); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func addrStrings(b *broker.Broker) []string {
+	var s []string
+	for _, a := range b.Addrs() {
+		s = append(s, a.String())
+	}
+	return s
+}
+
+// lockDir takes an exclusive lock on dir so that two gateways never share a
+// data directory.
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data_dir %s is in use by another fieldgate process: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
+}
