@@ -320,10 +320,11 @@ func (c *RegisterCodec) Encode(v any) ([]uint16, error) {
 			return nil, fmt.Errorf("encode %s: %w", c.Type, err)
 		}
 		if c.Type == "float32" {
-			if math.Abs(f) > math.MaxFloat32 {
+			f32 := float32(f) // rounds to nearest; beyond the float32 range: ±Inf
+			if math.IsInf(float64(f32), 0) {
 				return nil, fmt.Errorf("encode float32: %g out of range", f)
 			}
-			binary.BigEndian.PutUint32(v8[:], math.Float32bits(float32(f)))
+			binary.BigEndian.PutUint32(v8[:], math.Float32bits(f32))
 		} else {
 			binary.BigEndian.PutUint64(v8[:], math.Float64bits(f))
 		}

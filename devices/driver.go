@@ -65,4 +65,45 @@ type Reading struct {
 	// Err is set when the point could not be read; the point is then
 	// published as unavailable, never with a stale value (G6).
 	Err error
+	// Quality is QualityGood (the zero value) unless the driver knows
+	// better. Ignored when Err is set.
+	Quality Quality
+}
+
+// Quality qualifies a Reading that has a Value. The zero value is good.
+type Quality uint8
+
+const (
+	// QualityGood is a plain successful sample.
+	QualityGood Quality = iota
+	// QualityUncertain marks a value the driver read but does not fully
+	// trust (a sensor that reports a warning flag, a value from a stale
+	// cache). It is published with "quality":"uncertain".
+	QualityUncertain
+)
+
+// String returns the name used in payloads: "good" or "uncertain".
+func (q Quality) String() string {
+	if q == QualityUncertain {
+		return "uncertain"
+	}
+	return "good"
+}
+
+// DeviceValidator is an optional interface of a Driver: Validate calls
+// ValidateDevice for every device of that driver, with defaults applied
+// (DeviceConfig.Defaults), and reports the returned problems with their
+// Path prefixed by the device's position ("points[5].address" becomes
+// "[2].points[5].address"). Paths are relative to the device.
+type DeviceValidator interface {
+	ValidateDevice(cfg *DeviceConfig) []*FieldError
+}
+
+// WriteSupporter is an optional interface of a Driver. A driver that
+// implements it and returns false never accepts writes: Validate rejects
+// `writable: true` on its points. Drivers that do not implement it are
+// assumed to accept writes where their Conn implements WriteConn (and
+// check per-point writability in ValidateDevice).
+type WriteSupporter interface {
+	SupportsWrite() bool
 }

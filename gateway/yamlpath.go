@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -126,38 +127,114 @@ var (
 // decodeStrict decodes data into out, rejecting unknown keys, and returns
 // every problem yaml.v3 reports, with paths and lines, plus the position
 // index for later validation errors.
+//
+// yaml.v3 aborts the whole decode at the first value whose UnmarshalText
+// fails (sizes such as "256MiB"), so such a value is reported, removed from
+// the document and the rest decoded again, until no such value remains.
 func decodeStrict(data []byte, out any) (*positions, []Problem) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, []Problem{syntaxProblem(err)}
 	}
-	pos := indexPositions(&root)
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(out)
-	if err == nil || errors.Is(err, io.EOF) {
-		return pos, nil
+	orig := indexPositions(&root)
+	var probs []Problem
+	cur := data
+	for attempt := 0; attempt < 50; attempt++ {
+		var curRoot yaml.Node
+		if err := yaml.Unmarshal(cur, &curRoot); err != nil {
+			return orig, append(probs, syntaxProblem(err))
+		}
+		curPos := indexPositions(&curRoot)
+		reflect.ValueOf(out).Elem().SetZero()
+		dec := yaml.NewDecoder(bytes.NewReader(cur))
+		dec.KnownFields(true)
+		err := dec.Decode(out)
+		if err == nil || errors.Is(err, io.EOF) {
+			break
+		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			probs = append(probs, typeProblems(te, curPos, orig)...)
+			break
+		}
+		path, ok := removeValue(&curRoot, err.Error())
+		if !ok {
+			probs = append(probs, Problem{Msg: err.Error()})
+			break
+		}
+		probs = append(probs, Problem{Path: path, Line: orig.line(path), Msg: strings.TrimPrefix(err.Error(), "yaml: ")})
+		if cur, err = yaml.Marshal(&curRoot); err != nil {
+			break
+		}
 	}
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return pos, []Problem{syntaxProblem(err)}
-	}
+	sortProblems(probs)
+	return orig, probs
+}
+
+// typeProblems turns yaml.v3's per-line messages about the current document
+// into problems with paths and lines of the original file.
+func typeProblems(te *yaml.TypeError, cur, orig *positions) []Problem {
 	var probs []Problem
 	for _, msg := range te.Errors {
 		if m := unknownField.FindStringSubmatch(msg); m != nil {
 			line, _ := strconv.Atoi(m[1])
-			probs = append(probs, Problem{Path: pos.byKey[lineKey{line, m[2]}], Line: line, Msg: fmt.Sprintf("unknown key %q", m[2])})
+			path := cur.byKey[lineKey{line, m[2]}]
+			probs = append(probs, Problem{Path: path, Line: orig.line(path), Msg: fmt.Sprintf("unknown key %q", m[2])})
 			continue
 		}
 		if m := lineMsg.FindStringSubmatch(msg); m != nil {
 			line, _ := strconv.Atoi(m[1])
-			probs = append(probs, Problem{Path: pos.value[line], Line: line, Msg: m[2]})
+			path := cur.value[line]
+			probs = append(probs, Problem{Path: path, Line: orig.line(path), Msg: m[2]})
 			continue
 		}
 		probs = append(probs, Problem{Msg: msg})
 	}
-	sortProblems(probs)
-	return pos, probs
+	return probs
+}
+
+// removeValue finds the mapping entry whose scalar value the decode error
+// quotes, deletes it from the document and returns its path.
+func removeValue(root *yaml.Node, msg string) (string, bool) {
+	var found string
+	var walk func(n *yaml.Node, path string) bool
+	walk = func(n *yaml.Node, path string) bool {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				if walk(c, path) {
+					return true
+				}
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				child := k.Value
+				if path != "" {
+					child = path + "." + k.Value
+				}
+				if v.Kind == yaml.ScalarNode && v.Value != "" && (strings.Contains(msg, strconv.Quote(v.Value)) || strings.Contains(msg, "`"+v.Value+"`")) {
+					found = child
+					n.Content = append(n.Content[:i], n.Content[i+2:]...)
+					return true
+				}
+				if walk(v, child) {
+					return true
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				if walk(c, fmt.Sprintf("%s[%d]", path, i)) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if walk(root, "") {
+		return found, true
+	}
+	return "", false
 }
 
 func syntaxProblem(err error) Problem {

@@ -1,0 +1,263 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
+)
+
+// link is one established upstream connection (MQTT 5 or 3.1.1).
+type link interface {
+	// publish sends m after everything previously passed to publish on
+	// this link (the caller serialises calls). For QoS 0 the returned
+	// flight is already complete once written.
+	publish(ctx context.Context, m *Message) (*flight, error)
+	subscribe(ctx context.Context, filters []string, qos []byte) error
+	// lost is closed when the connection is gone.
+	lost() <-chan struct{}
+	// close ends the connection: gracefully (DISCONNECT, no will) or by
+	// closing the socket (the will is then published by the upstream).
+	close(graceful bool)
+	receiveMaximum() int
+	// sessionPresent reports whether the upstream resumed the previous
+	// session, i.e. whether messages in flight on the previous connection
+	// are being completed by this one.
+	sessionPresent() bool
+}
+
+
+// session5 wraps paho's session state to learn, per packet identifier, when
+// a PUBLISH sent with PublishMethod_AsyncSend is fully acknowledged
+// (PUBACK, PUBCOMP, or a failing PUBREC). The state itself (packet ids,
+// stored PUBLISH and PUBREL packets) survives reconnects because the same
+// session5 is used by every client of one Bridge.
+type session5 struct {
+	*state.State
+	mu      sync.Mutex
+	pending map[uint16]*flight
+}
+
+type flightKey struct{}
+
+func newSession5() *session5 {
+	return &session5{State: state.NewInMemory(), pending: make(map[uint16]*flight)}
+}
+
+func (s *session5) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
+	if err := s.State.AddToSession(ctx, p, resp); err != nil {
+		return err
+	}
+	if f, ok := ctx.Value(flightKey{}).(*flight); ok {
+		if pub, ok := p.(*packets.Publish); ok {
+			s.mu.Lock()
+			s.pending[pub.PacketID] = f
+			s.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+func (s *session5) PacketReceived(recv *packets.ControlPacket, pubChan chan<- *packets.Publish) error {
+	// Look the flight up before the state frees the packet identifier, so a
+	// concurrent AddToSession cannot reuse it in between.
+	var f *flight
+	var res error
+	take := func(id uint16) {
+		s.mu.Lock()
+		f = s.pending[id]
+		delete(s.pending, id)
+		s.mu.Unlock()
+	}
+	switch p := recv.Content.(type) {
+	case *packets.Puback:
+		take(p.PacketID)
+		if p.ReasonCode >= 0x80 {
+			res = fmt.Errorf("%w: PUBACK reason %#x %s", errRejected, p.ReasonCode, p.Reason())
+		}
+	case *packets.Pubrec:
+		if p.ReasonCode >= 0x80 {
+			take(p.PacketID)
+			res = fmt.Errorf("%w: PUBREC reason %#x %s", errRejected, p.ReasonCode, p.Reason())
+		}
+	case *packets.Pubcomp:
+		// 0x92 (packet id not found) still means the PUBREC was
+		// received: the upstream has the message.
+		take(p.PacketID)
+	}
+	err := s.State.PacketReceived(recv, pubChan)
+	if f != nil {
+		f.complete(res)
+	}
+	return err
+}
+
+func (s *session5) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packets.Connack) error {
+	if !ca.SessionPresent {
+		s.mu.Lock()
+		clear(s.pending)
+		s.mu.Unlock()
+	}
+	return s.State.ConAckReceived(w, cp, ca)
+}
+
+// link5 is an MQTT 5 connection (paho.golang).
+type link5 struct {
+	c       *paho.Client
+	conn    net.Conn
+	recvMax int
+	present bool
+}
+
+type connectParams struct {
+	clientID   string
+	username   string
+	password   []byte
+	keepAlive  uint16
+	cleanStart bool
+	expiry     uint32
+	willTopic  string
+	onMessage  func(m Message)
+	onError    func(error)
+	maxRecv    int
+}
+
+func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) (*link5, error) {
+	cfg := paho.ClientConfig{
+		ClientID: p.clientID,
+		Conn:     packets.NewThreadSafeConn(conn),
+		Session:  s,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			p.onMessage(fromPaho5(pr.Packet))
+			return true, nil
+		}},
+		OnClientError:      p.onError,
+		OnServerDisconnect: func(d *paho.Disconnect) { p.onError(fmt.Errorf("server sent DISCONNECT reason %#x", d.ReasonCode)) },
+	}
+	c := paho.NewClient(cfg)
+	cp := &paho.Connect{
+		ClientID:   p.clientID,
+		KeepAlive:  p.keepAlive,
+		CleanStart: p.cleanStart,
+		Username:   p.username,
+		Password:   p.password,
+		WillMessage: &paho.WillMessage{
+			Retain: true, QoS: 1, Topic: p.willTopic, Payload: []byte("offline"),
+		},
+		Properties: &paho.ConnectProperties{},
+	}
+	cp.UsernameFlag = p.username != ""
+	cp.PasswordFlag = len(p.password) > 0
+	if p.expiry > 0 {
+		cp.Properties.SessionExpiryInterval = &p.expiry
+	}
+	ca, err := c.Connect(ctx, cp)
+	if err != nil {
+		_ = conn.Close()
+		if ca != nil {
+			return nil, fmt.Errorf("connect: reason %#x %s: %w", ca.ReasonCode, reasonString(ca), err)
+		}
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	l := &link5{c: c, conn: conn, recvMax: 65535, present: ca.SessionPresent}
+	if ca.Properties != nil && ca.Properties.ReceiveMaximum != 0 {
+		l.recvMax = int(ca.Properties.ReceiveMaximum)
+	}
+	return l, nil
+}
+
+func reasonString(ca *paho.Connack) string {
+	if ca.Properties != nil && ca.Properties.ReasonString != "" {
+		return ca.Properties.ReasonString
+	}
+	return ""
+}
+
+func (l *link5) publish(ctx context.Context, m *Message) (*flight, error) {
+	p := &paho.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, Payload: m.Payload}
+	props := &paho.PublishProperties{
+		ContentType:     m.ContentType,
+		ResponseTopic:   m.ResponseTopic,
+		CorrelationData: m.CorrelationData,
+	}
+	if m.MessageExpiry > 0 {
+		e := m.MessageExpiry
+		props.MessageExpiry = &e
+	}
+	for _, up := range m.UserProperties {
+		props.User.Add(up.Key, up.Value)
+	}
+	p.Properties = props
+	f := newFlight()
+	if m.QoS == 0 {
+		if _, err := l.c.Publish(ctx, p); err != nil {
+			return nil, fmt.Errorf("publish %s: %w", m.Topic, err)
+		}
+		f.complete(nil)
+		return f, nil
+	}
+	ctx = context.WithValue(ctx, flightKey{}, f)
+	_, err := l.c.PublishWithOptions(ctx, p, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+	switch {
+	case errors.Is(err, paho.ErrNetworkErrorAfterStored):
+		// In the session: completed by a resumed session or, if the session
+		// is not resumed, resent from the buffer.
+		return f, nil
+	case err != nil:
+		return nil, fmt.Errorf("publish %s: %w", m.Topic, err)
+	}
+	return f, nil
+}
+
+func (l *link5) subscribe(ctx context.Context, filters []string, qos []byte) error {
+	s := &paho.Subscribe{}
+	for i, f := range filters {
+		s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: qos[i], NoLocal: true})
+	}
+	sa, err := l.c.Subscribe(ctx, s)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	for i, rc := range sa.Reasons {
+		if rc >= 0x80 && i < len(filters) {
+			return fmt.Errorf("subscribe %s: refused with reason %#x", filters[i], rc)
+		}
+	}
+	return nil
+}
+
+func (l *link5) lost() <-chan struct{} { return l.c.Done() }
+
+func (l *link5) close(graceful bool) {
+	if graceful {
+		_ = l.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	}
+	_ = l.conn.Close()
+	<-l.c.Done()
+}
+
+func (l *link5) receiveMaximum() int { return l.recvMax }
+func (l *link5) sessionPresent() bool { return l.present }
+
+func fromPaho5(p *paho.Publish) Message {
+	m := Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Origin: Origin}
+	if pp := p.Properties; pp != nil {
+		m.ContentType = pp.ContentType
+		m.ResponseTopic = pp.ResponseTopic
+		m.CorrelationData = pp.CorrelationData
+		if pp.MessageExpiry != nil {
+			m.MessageExpiry = *pp.MessageExpiry
+		}
+		for _, up := range pp.User {
+			m.UserProperties = append(m.UserProperties, UserProperty{Key: up.Key, Value: up.Value})
+		}
+	}
+	return m
+}

@@ -1,0 +1,148 @@
+package broker
+
+import (
+	"bytes"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.etcd.io/bbolt"
+)
+
+// persistHook drives mochi's own bbolt storage hook (hooks/storage/bolt), but
+// only for state that must survive a restart: retained messages, and the
+// client record, subscriptions and in-flight QoS 1/2 messages of persistent
+// sessions (3.1.1 clean session false, MQTT 5 session expiry > 0). Clean
+// sessions never touch the disk, so the hot path of ordinary clients costs no
+// fsync. $SYS counters are not stored.
+//
+// bbolt was chosen over mochi's badger hook because it starts no goroutines
+// (the badger hook's GC goroutine is never stopped) and its memory is the
+// page cache of one small file; every write is one fsync'd transaction.
+type persistHook struct {
+	mqtt.HookBase
+	inner *bolt.Hook
+}
+
+func newPersistHook() *persistHook { return &persistHook{inner: new(bolt.Hook)} }
+
+func (h *persistHook) ID() string { return "fieldgate-persist" }
+
+func (h *persistHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnSessionEstablished,
+		mqtt.OnDisconnect,
+		mqtt.OnSubscribed,
+		mqtt.OnUnsubscribed,
+		mqtt.OnRetainMessage,
+		mqtt.OnWillSent,
+		mqtt.OnQosPublish,
+		mqtt.OnQosComplete,
+		mqtt.OnQosDropped,
+		mqtt.OnClientExpired,
+		mqtt.OnRetainedExpired,
+		mqtt.StoredClients,
+		mqtt.StoredInflightMessages,
+		mqtt.StoredRetainedMessages,
+		mqtt.StoredSubscriptions,
+	}, []byte{b})
+}
+
+// Init opens the bbolt file at path (a string).
+func (h *persistHook) Init(config any) error {
+	path, _ := config.(string)
+	h.inner.SetOpts(h.Log, h.Opts)
+	return h.inner.Init(&bolt.Options{
+		Path:    path,
+		Bucket:  "mochi",
+		Options: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true},
+	})
+}
+
+func (h *persistHook) Stop() error { return h.inner.Stop() }
+
+// persistent reports whether the client's session outlives its connection.
+func persistent(cl *mqtt.Client) bool {
+	if cl.Net.Inline {
+		return false
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval > 0
+	}
+	return !cl.Properties.Clean
+}
+
+func (h *persistHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if persistent(cl) {
+		h.inner.OnSessionEstablished(cl, pk)
+		return
+	}
+	// A clean session replaces any stored persistent session of this id.
+	h.inner.OnDisconnect(cl, nil, true)
+}
+
+func (h *persistHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	if persistent(cl) {
+		h.inner.OnWillSent(cl, pk)
+	}
+}
+
+func (h *persistHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if persistent(cl) || expire {
+		h.inner.OnDisconnect(cl, err, expire)
+	}
+}
+
+func (h *persistHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	if persistent(cl) {
+		h.inner.OnSubscribed(cl, pk, codes)
+	}
+}
+
+func (h *persistHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	if persistent(cl) {
+		h.inner.OnUnsubscribed(cl, pk)
+	}
+}
+
+func (h *persistHook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	h.inner.OnRetainMessage(cl, pk, r)
+}
+
+func (h *persistHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	if persistent(cl) {
+		h.inner.OnQosPublish(cl, pk, sent, resends)
+	}
+}
+
+func (h *persistHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if persistent(cl) {
+		h.inner.OnQosComplete(cl, pk)
+	}
+}
+
+func (h *persistHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if persistent(cl) {
+		h.inner.OnQosDropped(cl, pk)
+	}
+}
+
+func (h *persistHook) OnClientExpired(cl *mqtt.Client) { h.inner.OnClientExpired(cl) }
+
+func (h *persistHook) OnRetainedExpired(filter string) { h.inner.OnRetainedExpired(filter) }
+
+func (h *persistHook) StoredClients() ([]storage.Client, error) { return h.inner.StoredClients() }
+
+func (h *persistHook) StoredSubscriptions() ([]storage.Subscription, error) {
+	return h.inner.StoredSubscriptions()
+}
+
+func (h *persistHook) StoredInflightMessages() ([]storage.Message, error) {
+	return h.inner.StoredInflightMessages()
+}
+
+func (h *persistHook) StoredRetainedMessages() ([]storage.Message, error) {
+	return h.inner.StoredRetainedMessages()
+}

@@ -1,0 +1,641 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+var (
+	// ErrFull is returned by Append under the Reject policy when the record
+	// does not fit in the quota. Nothing was stored.
+	ErrFull = errors.New("buffer: full")
+	// ErrTooLarge is returned by Append for a record that alone exceeds the
+	// quota (its payload plus RecordOverhead is more than MaxBytes).
+	ErrTooLarge = errors.New("buffer: record larger than the quota")
+	// ErrClosed is returned by every method called after Close.
+	ErrClosed = errors.New("buffer: closed")
+)
+
+// Record is one entry of the queue. Data must not be modified by the caller
+// of Read only if it shares it; Read returns copies, so it may.
+type Record struct {
+	Seq  uint64    // assigned by Append, > 0, monotonic, never reused
+	Time time.Time // append time (UTC)
+	Data []byte
+}
+
+// Tuning of the group commit: a leader takes at most this many requests or
+// bytes into one commit (it is then split into badger transactions of at
+// most maxTxnBytes, all made durable by one fsync).
+const (
+	maxBatchRequests = 4096
+	maxBatchBytes    = 8 << 20
+	// ackMemLimit bounds the acknowledgements of records behind an
+	// unacknowledged one kept in memory; beyond it they are deleted one by
+	// one.
+	ackMemLimit = 16384
+	// maintenanceInterval is how often Run persists acks and reports drops.
+	maintenanceInterval = time.Second
+	// gcInterval is how often Run reclaims disk space.
+	gcInterval = 5 * time.Minute
+	// dropLogInterval rate-limits the "quota reached" log line.
+	dropLogInterval = time.Minute
+)
+
+// Queue is a durable FIFO of records. Create it with Open; every method is
+// safe for concurrent use.
+type Queue struct {
+	dir    string
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time // injectable clock (tests)
+	notify chan struct{}
+
+	// Group commit: the first appender becomes the leader and commits the
+	// requests pending at that moment, including those that arrive while it
+	// waits for the fsync of the previous batch.
+	gmu     sync.Mutex
+	gcond   *sync.Cond // signalled when leading becomes false
+	pending []*appendReq
+	leading bool
+	closing bool
+
+	// wmu serialises every write to badger and the fsync following an
+	// append commit, so that the persisted metadata always matches the keys.
+	wmu      sync.Mutex
+	db       *badger.DB // nil after Close; read under life
+	life     sync.RWMutex
+	tuning   tuning
+	reclaim  uint64 // records removed since the last DropPrefix (under wmu)
+	lastDrop time.Time
+
+	mu     sync.Mutex
+	st     meta                // persisted state, changed under wmu and mu
+	acked  map[uint64]struct{} // acked but not yet deleted (seq > st.head)
+	closed bool
+	stats  counters
+}
+
+type counters struct {
+	appended, acked, rejected           uint64
+	dropQuota, dropExpired, dropCorrupt uint64
+	syncs, batches, txns                uint64
+	quarantined, rebuilt                uint64
+	unloggedQuota, unloggedReject       uint64
+	lastQuotaLog, lastRejectLog         time.Time
+}
+
+// Stats is a snapshot of the queue. Counters are monotonic for the life of
+// the Queue (they restart at zero at Open); Messages, Bytes, OldestTime and
+// DiskBytes are current values.
+type Stats struct {
+	Messages   uint64    // records stored and not yet acknowledged or dropped (out-of-order acks count once the head passes them)
+	Bytes      uint64    // their cost against MaxBytes (payload + RecordOverhead each)
+	MaxBytes   uint64    // the quota
+	OldestTime time.Time // append time of the oldest stored record; zero when empty
+	LastSeq    uint64    // highest sequence number assigned
+	Head       uint64    // every record with Seq <= Head is gone
+
+	Appended uint64 // records made durable
+	Acked    uint64 // records removed because they were acknowledged
+	Rejected uint64 // records refused with ErrFull
+	Dropped  Dropped
+
+	Syncs            uint64 // fsyncs made for appends
+	BatchesCommitted uint64 // group commits (each shares one fsync)
+	DiskBytes        int64  // size of badger's files (LSM tables, logs, value log)
+	Quarantined      uint64 // corrupt stores moved aside by Open (0 or 1)
+	Rebuilt          uint64 // times Open rebuilt missing/inconsistent metadata by scanning the store
+}
+
+// Dropped counts records removed without being acknowledged, by reason.
+type Dropped struct {
+	Quota   uint64 // oldest records removed to make room (drop-oldest)
+	Expired uint64 // older than MaxAge
+	Corrupt uint64 // failed their checksum on read
+}
+
+// Total is the sum of all reasons.
+func (d Dropped) Total() uint64 { return d.Quota + d.Expired + d.Corrupt }
+
+type reqState int
+
+const (
+	reqPending reqState = iota // in q.pending, not yet taken by a leader
+	reqTaken                   // being committed by a leader
+	reqLead                    // promoted: must lead the next batch
+	reqDone                    // first/err are set
+)
+
+type appendReq struct {
+	data  [][]byte
+	cost  uint64
+	state reqState
+	wake  chan struct{} // buffered 1: done or promoted
+	first uint64
+	err   error
+}
+
+// Append stores data and returns its sequence number once the record is on
+// disk (fsync'd). Concurrent Appends share one commit and one fsync.
+//
+// Under the Reject policy a record that does not fit in the quota fails with
+// ErrFull; under DropOldest the oldest records are dropped to make room. A
+// record larger than the quota fails with ErrTooLarge. If ctx is done before
+// the record was handed to a commit, Append returns ctx's error and nothing
+// was stored; once the commit started, Append waits for its outcome. On any
+// other error the record may or may not have been stored.
+func (q *Queue) Append(ctx context.Context, data []byte) (uint64, error) {
+	return q.AppendBatch(ctx, [][]byte{data})
+}
+
+// AppendBatch stores records with consecutive sequence numbers, the first of
+// which it returns, as one durable unit (see Append). The batch is accepted
+// or rejected as a whole under the Reject policy.
+func (q *Queue) AppendBatch(ctx context.Context, data [][]byte) (uint64, error) {
+	if len(data) == 0 {
+		return 0, errors.New("buffer: append: empty batch")
+	}
+	r := &appendReq{data: data, wake: make(chan struct{}, 1)}
+	for _, d := range data {
+		c := recordCost(len(d))
+		if len(d) > maxRecordBytes || c > uint64(q.cfg.MaxBytes) {
+			return 0, fmt.Errorf("buffer: append %d bytes (quota %s): %w", len(d), q.cfg.MaxBytes, ErrTooLarge)
+		}
+		r.cost += c
+	}
+	if r.cost > uint64(q.cfg.MaxBytes) {
+		return 0, fmt.Errorf("buffer: append batch of %d bytes (quota %s): %w", r.cost, q.cfg.MaxBytes, ErrTooLarge)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("buffer: append: %w", err)
+	}
+	q.gmu.Lock()
+	if q.closing {
+		q.gmu.Unlock()
+		return 0, ErrClosed
+	}
+	q.pending = append(q.pending, r)
+	if q.leading {
+		q.gmu.Unlock()
+		q.await(ctx, r)
+	} else {
+		q.leading = true
+		q.gmu.Unlock()
+		q.lead(r)
+	}
+	return r.first, r.err
+}
+
+// await waits for r to be committed by a leader, or for its promotion to
+// leader, or for ctx while r is still pending.
+func (q *Queue) await(ctx context.Context, r *appendReq) {
+	done := ctx.Done()
+	for {
+		select {
+		case <-r.wake:
+		case <-done:
+		}
+		q.gmu.Lock()
+		st := r.state
+		if st == reqPending && ctx.Err() != nil {
+			q.pending = slices.DeleteFunc(q.pending, func(p *appendReq) bool { return p == r })
+			q.gmu.Unlock()
+			r.err = fmt.Errorf("buffer: append: %w", ctx.Err())
+			return
+		}
+		q.gmu.Unlock()
+		switch st {
+		case reqDone:
+			return
+		case reqLead:
+			q.lead(r)
+			return
+		}
+		if ctx.Err() != nil {
+			done = nil // taken: the outcome comes within one commit
+		}
+	}
+}
+
+// lead commits batches until me is done, then hands leadership to the
+// oldest pending request, if any.
+func (q *Queue) lead(me *appendReq) {
+	for {
+		q.gmu.Lock()
+		n, bytes := 0, uint64(0)
+		for n < len(q.pending) && n < maxBatchRequests && (n == 0 || bytes+q.pending[n].cost <= maxBatchBytes) {
+			bytes += q.pending[n].cost
+			q.pending[n].state = reqTaken
+			n++
+		}
+		batch := slices.Clone(q.pending[:n])
+		q.pending = slices.Delete(q.pending, 0, n)
+		q.gmu.Unlock()
+
+		q.commit(batch)
+
+		q.gmu.Lock()
+		for _, r := range batch {
+			r.state = reqDone
+			if r != me {
+				r.wake <- struct{}{}
+			}
+		}
+		switch {
+		case len(q.pending) == 0:
+			q.leading = false
+			q.gcond.Broadcast()
+			q.gmu.Unlock()
+			return
+		case me.state == reqDone:
+			next := q.pending[0]
+			next.state = reqLead
+			next.wake <- struct{}{}
+			q.gmu.Unlock()
+			return
+		}
+		q.gmu.Unlock()
+	}
+}
+
+// commit makes a batch durable: quota, one or more badger transactions,
+// one fsync. It sets first/err of every request.
+func (q *Queue) commit(batch []*appendReq) {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	if q.db == nil {
+		for _, r := range batch {
+			r.err = ErrClosed
+		}
+		return
+	}
+	now := q.now().UTC()
+	w := q.newWriter()
+	var accepted []*appendReq
+	var records uint64
+	for _, r := range batch {
+		if w.st.bytes+r.cost > uint64(q.cfg.MaxBytes) {
+			if q.cfg.WhenFull == Reject {
+				r.err = ErrFull
+				w.delta.rejected += uint64(len(r.data))
+				continue
+			}
+			need := w.st.bytes + r.cost - uint64(q.cfg.MaxBytes)
+			if err := q.dropForQuota(w, need); err != nil {
+				r.err = fmt.Errorf("buffer: append: make room: %w", err)
+				continue
+			}
+		}
+		r.first = w.st.lastSeq + 1
+		var err error
+		for _, d := range r.data {
+			w.st.lastSeq++
+			err = w.set(recordKey(w.st.lastSeq, len(d)), encodeRecordValue(now, d))
+			if err != nil {
+				break
+			}
+			w.st.count++
+			w.st.bytes += recordCost(len(d))
+		}
+		if err != nil {
+			r.err = fmt.Errorf("buffer: append: %w", err)
+			continue
+		}
+		records += uint64(len(r.data))
+		accepted = append(accepted, r)
+	}
+	err := w.flush()
+	if err == nil && len(accepted) > 0 {
+		err = q.db.Sync()
+		q.mu.Lock()
+		q.stats.syncs++
+		q.stats.batches++
+		q.mu.Unlock()
+	}
+	if err != nil {
+		for _, r := range accepted {
+			r.err = fmt.Errorf("buffer: append: commit: %w", err)
+		}
+	} else {
+		q.mu.Lock()
+		q.stats.appended += records
+		q.mu.Unlock()
+	}
+	if len(accepted) > 0 {
+		select {
+		case q.notify <- struct{}{}:
+		default:
+		}
+	}
+	q.logDrops(now, false)
+	if q.ackFlushNeeded() {
+		if err := q.flushAcksLocked(); err != nil {
+			q.log.Warn("buffer: persisting acknowledgements failed; will retry", "err", err)
+		}
+	}
+}
+
+// Notify returns a channel that receives a value (coalesced, buffered 1)
+// after records were appended, so that a drain loop can sleep while the
+// queue is empty. Check Read after every receive; a value may be stale.
+func (q *Queue) Notify() <-chan struct{} { return q.notify }
+
+// Read returns up to max records with Seq > after, in Seq order, skipping
+// acknowledged and dropped ones, stopping once their payloads reach
+// maxBytes (at least one record is returned when any is available;
+// maxBytes <= 0 means no byte limit). It starts at the remembered head, never
+// scanning removed records. Records that fail their checksum are dropped
+// (reason "corrupt") and skipped. The returned Data are copies.
+func (q *Queue) Read(after uint64, max int, maxBytes int) ([]Record, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	q.life.RLock()
+	defer q.life.RUnlock()
+	if q.db == nil {
+		return nil, ErrClosed
+	}
+	q.mu.Lock()
+	start := max64(after, q.st.head) + 1
+	last := q.st.lastSeq
+	q.mu.Unlock()
+	if start > last {
+		return nil, nil
+	}
+	var out []Record
+	var corrupt [][]byte
+	size := 0
+	err := q.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte{recordPrefix}
+		opts.PrefetchSize = min(max, 64)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(seekKey(start)); it.Valid(); it.Next() {
+			item := it.Item()
+			seq, _, kerr := parseRecordKey(item.Key())
+			if kerr == nil && q.isAcked(seq) {
+				continue
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("record %d: %w", seq, err)
+			}
+			rec, err := decodeRecord(item.Key(), v)
+			if err != nil {
+				q.log.Error("buffer: dropping corrupt record", "err", err)
+				corrupt = append(corrupt, item.KeyCopy(nil))
+				continue
+			}
+			out = append(out, rec)
+			size += len(rec.Data)
+			if len(out) >= max || (maxBytes > 0 && size >= maxBytes) {
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer: read after %d: %w", after, err)
+	}
+	if len(corrupt) > 0 {
+		if err := q.dropKeys(corrupt); err != nil {
+			return out, fmt.Errorf("buffer: read: drop corrupt records: %w", err)
+		}
+	}
+	return out, nil
+}
+
+func (q *Queue) isAcked(seq uint64) bool {
+	q.mu.Lock()
+	_, ok := q.acked[seq]
+	q.mu.Unlock()
+	return ok
+}
+
+// Ack marks records as done (delivered): they are never returned by Read
+// again and their space is freed once the head passes them. Acks may arrive
+// in any order; acking an unknown, already acked or dropped seq is a no-op.
+// Ack does not wait for an fsync: after a crash, recently acked records may
+// be delivered again.
+func (q *Queue) Ack(seqs ...uint64) error {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return ErrClosed
+	}
+	for _, s := range seqs {
+		if s > q.st.head && s <= q.st.lastSeq {
+			q.acked[s] = struct{}{}
+		}
+	}
+	q.mu.Unlock()
+	if !q.ackFlushNeeded() || !q.wmu.TryLock() {
+		// An append commit in progress (or Run) persists them.
+		return nil
+	}
+	defer q.wmu.Unlock()
+	if err := q.flushAcksLocked(); err != nil {
+		return fmt.Errorf("buffer: ack: %w", err)
+	}
+	return nil
+}
+
+// ackFlushNeeded says whether the head can advance or too many acks wait.
+func (q *Queue) ackFlushNeeded() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, next := q.acked[q.st.head+1]
+	return next || len(q.acked) >= ackMemLimit
+}
+
+// flushAcksLocked deletes acked records from the head on and, if too many
+// out-of-order acks wait, those too. Call with wmu held.
+func (q *Queue) flushAcksLocked() error {
+	if q.db == nil {
+		return ErrClosed
+	}
+	w := q.newWriter()
+	if err := q.removeFront(w, false, func(uint64, int, []byte) dropReason { return keep }); err != nil {
+		return err
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	var rest []uint64
+	for s := range q.acked {
+		if s <= q.st.head {
+			delete(q.acked, s)
+		} else {
+			rest = append(rest, s)
+		}
+	}
+	q.mu.Unlock()
+	if len(rest) < ackMemLimit {
+		return nil
+	}
+	slices.Sort(rest)
+	keys := make([][]byte, 0, len(rest))
+	err := q.db.View(func(txn *badger.Txn) error {
+		opts := badger.IteratorOptions{Prefix: []byte{recordPrefix}}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for _, s := range rest {
+			it.Seek(seekKey(s))
+			if it.Valid() {
+				if seq, _, err := parseRecordKey(it.Item().Key()); err == nil && seq == s {
+					keys = append(keys, it.Item().KeyCopy(nil))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w = q.newWriter()
+	for _, k := range keys {
+		if err := w.remove(k, reasonAck); err != nil {
+			return err
+		}
+	}
+	return w.flush()
+}
+
+// dropKeys deletes specific records as corrupt, if they still exist.
+func (q *Queue) dropKeys(keys [][]byte) error {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	if q.db == nil {
+		return ErrClosed
+	}
+	var present [][]byte
+	err := q.db.View(func(txn *badger.Txn) error {
+		for _, k := range keys {
+			_, err := txn.Get(k)
+			switch {
+			case err == nil:
+				present = append(present, k)
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w := q.newWriter()
+	for _, k := range present {
+		if err := w.remove(k, reasonCorrupt); err != nil {
+			return err
+		}
+	}
+	return w.flush()
+}
+
+// dropForQuota removes records from the head until need bytes are freed
+// (acked records first count as freed). Call with wmu held.
+func (q *Queue) dropForQuota(w *writer, need uint64) error {
+	target := w.st.bytes - min(need, w.st.bytes)
+	return q.removeFront(w, false, func(_ uint64, n int, _ []byte) dropReason {
+		if w.st.bytes <= target {
+			return keep
+		}
+		return reasonQuota
+	})
+}
+
+type dropReason int
+
+const (
+	keep dropReason = iota
+	reasonAck
+	reasonQuota
+	reasonExpired
+	reasonCorrupt
+)
+
+// removeFront walks the records from the head in order, deleting acked
+// records and those decide marks, and stops at the first record it keeps.
+// Records missing between the head and that record (deleted out of order)
+// are skipped by moving the head. Call with wmu held.
+func (q *Queue) removeFront(w *writer, values bool, decide func(seq uint64, n int, value []byte) dropReason) (err error) {
+	return q.db.View(func(txn *badger.Txn) error {
+		opts := badger.IteratorOptions{Prefix: []byte{recordPrefix}, PrefetchValues: values, PrefetchSize: 64}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(seekKey(w.st.head + 1)); it.Valid(); it.Next() {
+			item := it.Item()
+			seq, n, err := parseRecordKey(item.Key())
+			if err != nil {
+				return err
+			}
+			reason := reasonAck
+			q.mu.Lock()
+			_, acked := q.acked[seq]
+			q.mu.Unlock()
+			if !acked {
+				var v []byte
+				if values {
+					if v, err = item.ValueCopy(nil); err != nil {
+						return fmt.Errorf("record %d: %w", seq, err)
+					}
+				}
+				reason = decide(seq, n, v)
+			}
+			if reason == keep {
+				if seq-1 > w.st.head {
+					w.st.head, w.dirty = seq-1, true
+				}
+				return nil
+			}
+			if err := w.remove(item.KeyCopy(nil), reason); err != nil {
+				return err
+			}
+			w.st.head = max64(w.st.head, seq)
+		}
+		if w.st.head != w.st.lastSeq {
+			w.st.head, w.dirty = w.st.lastSeq, true
+		}
+		return nil
+	})
+}
+
+// logDrops reports quota drops and rejections at most once per
+// dropLogInterval (force: now). Call with wmu held.
+func (q *Queue) logDrops(now time.Time, force bool) {
+	q.mu.Lock()
+	s := &q.stats
+	var quota, reject uint64
+	if s.unloggedQuota > 0 && (force || now.Sub(s.lastQuotaLog) >= dropLogInterval) {
+		quota, s.unloggedQuota, s.lastQuotaLog = s.unloggedQuota, 0, now
+	}
+	if s.unloggedReject > 0 && (force || now.Sub(s.lastRejectLog) >= dropLogInterval) {
+		reject, s.unloggedReject, s.lastRejectLog = s.unloggedReject, 0, now
+	}
+	totalQuota, totalReject := s.dropQuota, s.rejected
+	q.mu.Unlock()
+	if quota > 0 {
+		q.log.Warn("buffer: quota reached, dropped oldest records", "dropped", quota, "dropped_total", totalQuota, "max_bytes", q.cfg.MaxBytes.String())
+	}
+	if reject > 0 {
+		q.log.Warn("buffer: quota reached, rejected new records", "rejected", reject, "rejected_total", totalReject, "max_bytes", q.cfg.MaxBytes.String())
+	}
+}
+
+func max64(a, b uint64) uint64 {
+	if a > b {
+		return a
+	}
+	return b
+}

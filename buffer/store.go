@@ -1,0 +1,259 @@
+package buffer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// Badger tuning for a Raspberry Pi-class machine (the defaults use
+// 300-650 MB of RAM): small memtables, no block cache (nothing is
+// compressed or encrypted, so blocks are read straight from the mmap'd
+// tables), values up to valueThreshold kept in the LSM tree so that
+// dropping them needs no value-log GC, small value-log files so that GC can
+// return space.
+const (
+	memTableSize   = 8 << 20
+	valueThreshold = 4 << 10
+	vlogFileSize   = 64 << 20
+)
+
+func badgerOptions(dir string, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithSyncWrites(false). // Append syncs once per group commit
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(8).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		WithCompression(options.None).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithValueThreshold(valueThreshold).
+		WithValueLogFileSize(vlogFileSize).
+		WithMetricsEnabled(false).
+		WithDetectConflicts(false).
+		WithChecksumVerificationMode(options.OnBlockRead)
+}
+
+// badgerLogger routes badger's logging to slog: errors and warnings only.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
+
+// Open opens the queue stored in dir, creating it if needed. It reads only a
+// small metadata record, never the whole store. A store badger cannot open
+// (corrupt or truncated files) is renamed to dir+".corrupt-<UTC time>",
+// reported in one log line and in Stats.Quarantined, and an empty store is
+// created in its place. Errors of the environment (permissions, a store
+// locked by another process, a read-only or full disk) are returned instead.
+//
+// cfg must be valid (see Config.Validate); Open does not apply defaults.
+// log may be nil to discard logging. Open starts no goroutine besides
+// badger's own; the caller must Close the Queue.
+func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
+	if err := platformError(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("buffer: invalid config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "buffer")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("buffer: open: %w", err)
+	}
+	q := &Queue{
+		dir:    dir,
+		cfg:    cfg,
+		log:    log,
+		now:    time.Now,
+		notify: make(chan struct{}, 1),
+		acked:  make(map[uint64]struct{}),
+		tuning: newTuning(memTableSize, valueThreshold),
+	}
+	q.gcond = sync.NewCond(&q.gmu)
+
+	db, m, rebuilt, err := openStore(dir, log)
+	if err != nil {
+		if environmentError(err) {
+			return nil, fmt.Errorf("buffer: open %s: %w", dir, err)
+		}
+		moved := fmt.Sprintf("%s.corrupt-%s", filepath.Clean(dir), time.Now().UTC().Format("20060102T150405Z"))
+		if rerr := os.Rename(dir, moved); rerr != nil {
+			return nil, fmt.Errorf("buffer: open %s: %w (moving the store aside failed: %v)", dir, err, rerr)
+		}
+		log.Error("buffer: store is corrupt; moved it aside and started an empty buffer", "dir", dir, "moved_to", moved, "reason", err)
+		q.stats.quarantined = 1
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("buffer: open fresh store: %w", err)
+		}
+		db, m, rebuilt, err = openStore(dir, log)
+		if err != nil {
+			return nil, fmt.Errorf("buffer: open fresh store %s: %w", dir, err)
+		}
+	}
+	if rebuilt {
+		q.stats.rebuilt = 1
+		log.Warn("buffer: metadata was missing or inconsistent; rebuilt it by scanning the store", "dir", dir, "records", m.count, "last_seq", m.lastSeq)
+	}
+	q.db, q.st = db, m
+	return q, nil
+}
+
+// environmentError tells problems of the machine (which moving the store
+// aside would not fix) from a corrupt store. Badger flattens its errors to
+// strings, so this matches their text.
+func environmentError(err error) bool {
+	if errors.Is(err, fs.ErrPermission) {
+		return true
+	}
+	s := strings.ToLower(err.Error())
+	for _, m := range []string{"cannot acquire directory lock", "permission denied", "read-only file system", "no space left on device", "too many open files", "cannot allocate memory"} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// openStore opens badger and loads (or, if it is missing or does not match
+// the keys, rebuilds) the metadata. A panic inside badger while reading a
+// damaged store is turned into an error.
+func openStore(dir string, log *slog.Logger) (db *badger.DB, m meta, rebuilt bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("badger panicked reading the store: %v", p)
+			if db != nil {
+				_ = db.Close()
+				db = nil
+			}
+		}
+	}()
+	db, err = badger.Open(badgerOptions(dir, log))
+	if err != nil {
+		return nil, meta{}, false, err
+	}
+	m, rebuilt, err = loadMeta(db)
+	if err != nil {
+		_ = db.Close()
+		return nil, meta{}, false, err
+	}
+	return db, m, rebuilt, nil
+}
+
+// loadMeta reads the metadata and checks it against the first and last
+// record keys (two seeks). When it is missing or does not match, it scans
+// the record keys once and writes corrected metadata.
+func loadMeta(db *badger.DB) (meta, bool, error) {
+	var m meta
+	var merr error
+	var first, last uint64
+	var found bool
+	err := db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(metaKey)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			merr = errors.New("no metadata")
+		case err != nil:
+			return fmt.Errorf("read metadata: %w", err)
+		default:
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("read metadata: %w", err)
+			}
+			m, merr = decodeMeta(v)
+		}
+		first, last, found, err = keyRange(txn)
+		return err
+	})
+	if err != nil {
+		return meta{}, false, err
+	}
+	consistent := !found && m.count == 0 || found && m.count > 0 && first > m.head && last <= m.lastSeq
+	switch {
+	case merr == nil && consistent:
+		return m, false, nil
+	case merr != nil && !errors.Is(merr, errCorrupt) && !found:
+		return meta{}, false, nil // a new store
+	}
+	// Rebuild. Keep lastSeq when it was readable, so that sequence numbers
+	// are not reused.
+	r := meta{}
+	if merr == nil {
+		r.lastSeq = m.lastSeq
+	}
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			seq, n, err := parseRecordKey(it.Item().Key())
+			if err != nil {
+				return err
+			}
+			if r.count == 0 {
+				r.head = seq - 1
+			}
+			r.count++
+			r.bytes += recordCost(n)
+			r.lastSeq = max64(r.lastSeq, seq)
+		}
+		if r.count == 0 {
+			r.head = r.lastSeq
+		}
+		return nil
+	})
+	if err != nil {
+		return meta{}, false, fmt.Errorf("rebuild metadata: %w", err)
+	}
+	err = db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey, encodeMeta(r)) })
+	if err == nil {
+		err = db.Sync()
+	}
+	if err != nil {
+		return meta{}, false, fmt.Errorf("write rebuilt metadata: %w", err)
+	}
+	return r, true, nil
+}
+
+// keyRange returns the first and last record sequence numbers.
+func keyRange(txn *badger.Txn) (first, last uint64, found bool, err error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}})
+	it.Rewind()
+	if it.Valid() {
+		first, _, err = parseRecordKey(it.Item().Key())
+		found = true
+	}
+	it.Close()
+	if !found || err != nil {
+		return first, last, found, err
+	}
+	rit := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}, Reverse: true})
+	defer rit.Close()
+	rit.Seek([]byte{recordPrefix, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	if rit.Valid() {
+		last, _, err = parseRecordKey(rit.Item().Key())
+	}
+	return first, last, found, err
+}
