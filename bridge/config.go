@@ -102,10 +102,11 @@ type ForwardRoute struct {
 	// QoS is the maximum QoS used upstream (the message's own QoS is
 	// lowered to it, never raised). Default 1.
 	QoS byte `yaml:"qos"`
-	// BufferQoS0 stores QoS 0 messages in the buffer too (they are then
-	// delivered like QoS 1 ones, in order, at QoS min(QoS, ...)=0 upstream).
-	// By default QoS 0 messages are forwarded best-effort when connected
-	// and dropped (counted as "qos0_offline") otherwise.
+	// BufferQoS0 stores QoS 0 messages in the buffer too: they survive
+	// outages and restarts and leave in order with the others, still at
+	// QoS 0 (acked in the buffer once written to the connection). By
+	// default QoS 0 messages are forwarded best-effort when connected and
+	// dropped (counted as "qos0_offline") otherwise.
 	BufferQoS0 bool `yaml:"buffer_qos0"`
 }
 

@@ -22,6 +22,10 @@ type flight struct {
 var (
 	// errRejected marks a message the upstream refused with a reason code.
 	errRejected = errors.New("rejected by upstream")
+	// errRetry marks a message the upstream refused for now (quota
+	// exceeded, packet identifier in use): the connection is dropped and
+	// the message resent, in order, after the backoff.
+	errRetry = errors.New("refused by upstream for now")
 	// errLost marks a message whose connection dropped before it was acknowledged.
 	errLost = errors.New("connection lost before acknowledgement")
 )
@@ -40,7 +44,7 @@ func (f *flight) done() <-chan struct{} {
 	return f.ch
 }
 
-// result is valid once done is closed: nil (acknowledged), errRejected or errLost.
+// result is valid once done is closed: nil (acknowledged), errRejected, errRetry or errLost.
 func (f *flight) result() error {
 	if f.tok != nil {
 		if err := f.tok.Error(); err != nil {
@@ -49,4 +53,14 @@ func (f *flight) result() error {
 		return nil
 	}
 	return f.err
+}
+
+// retry reports whether f is complete with errRetry.
+func (f *flight) retry() bool {
+	select {
+	case <-f.done():
+		return errors.Is(f.result(), errRetry)
+	default:
+		return false
+	}
 }

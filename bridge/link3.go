@@ -32,7 +32,7 @@ func connect3(ctx context.Context, conn net.Conn, p connectParams, timeout time.
 	var once sync.Once
 	opts.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
 		var c net.Conn
-		once.Do(func() { c = conn })
+		once.Do(func() { c = noWriteDeadline{conn} })
 		if c == nil {
 			return nil, errors.New("connection already used")
 		}
@@ -47,7 +47,12 @@ func connect3(ctx context.Context, conn net.Conn, p connectParams, timeout time.
 	opts.SetConnectRetry(false)
 	opts.SetKeepAlive(time.Duration(p.keepAlive) * time.Second)
 	opts.SetConnectTimeout(timeout)
-	opts.SetWriteTimeout(timeout)
+	// WriteTimeout bounds how long Publish waits to hand a packet to
+	// paho's writer. It must be short: when the connection drops, a Publish
+	// racing with the loss waits that long. Socket writes themselves have no
+	// deadline (noWriteDeadline): slow links are fine, dead ones are found
+	// by keepalive and stall detection.
+	opts.SetWriteTimeout(3 * time.Second)
 	opts.SetOrderMatters(true)
 	opts.SetBinaryWill(p.willTopic, []byte("offline"), 1, true)
 	opts.SetStore(mqtt.NewMemoryStore())
@@ -77,9 +82,10 @@ func connect3(ctx context.Context, conn net.Conn, p connectParams, timeout time.
 
 func (l *link3) markLost() { l.lostOnce.Do(func() { close(l.lostCh) }) }
 
-func (l *link3) publish(ctx context.Context, m *Message) (*flight, error) {
+func (l *link3) publish(ctx context.Context, m *Message, seq uint64) (*flight, error) {
 	tok := l.c.Publish(m.Topic, m.QoS, m.Retain, m.Payload)
 	f := newFlight()
+	f.seq = seq
 	if m.QoS == 0 {
 		select {
 		case <-tok.Done():
@@ -96,7 +102,7 @@ func (l *link3) publish(ctx context.Context, m *Message) (*flight, error) {
 	}
 	// The token completes with an error only when the connection is lost
 	// (3.1.1 has no negative acknowledgement); the drain then resends.
-	return &flight{tok: tok}, nil
+	return &flight{seq: seq, tok: tok}, nil
 }
 
 func (l *link3) subscribe(ctx context.Context, filters []string, qos []byte) error {
@@ -139,5 +145,12 @@ func (l *link3) close(graceful bool) {
 	l.markLost()
 }
 
-func (l *link3) receiveMaximum() int { return 65535 }
+func (l *link3) abort() { _ = l.conn.Close() }
+
+// noWriteDeadline hides SetWriteDeadline from paho.mqtt.golang.
+type noWriteDeadline struct{ net.Conn }
+
+func (noWriteDeadline) SetWriteDeadline(time.Time) error { return nil }
+
+func (l *link3) receiveMaximum() int  { return 65535 }
 func (l *link3) sessionPresent() bool { return false }

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
 	"github.com/eclipse/paho.golang/paho/session/state"
+	"github.com/eclipse/paho.golang/paho/store/file"
 )
 
 // link is one established upstream connection (MQTT 5 or 3.1.1).
@@ -19,20 +22,22 @@ type link interface {
 	// publish sends m after everything previously passed to publish on
 	// this link (the caller serialises calls). For QoS 0 the returned
 	// flight is already complete once written.
-	publish(ctx context.Context, m *Message) (*flight, error)
+	// seq is the buffer record carried (0 for status messages).
+	publish(ctx context.Context, m *Message, seq uint64) (*flight, error)
 	subscribe(ctx context.Context, filters []string, qos []byte) error
 	// lost is closed when the connection is gone.
 	lost() <-chan struct{}
 	// close ends the connection: gracefully (DISCONNECT, no will) or by
 	// closing the socket (the will is then published by the upstream).
 	close(graceful bool)
+	// abort closes the socket (idempotent); it unblocks pending writes.
+	abort()
 	receiveMaximum() int
 	// sessionPresent reports whether the upstream resumed the previous
 	// session, i.e. whether messages in flight on the previous connection
 	// are being completed by this one.
 	sessionPresent() bool
 }
-
 
 // session5 wraps paho's session state to learn, per packet identifier, when
 // a PUBLISH sent with PublishMethod_AsyncSend is fully acknowledged
@@ -41,21 +46,47 @@ type link interface {
 // session5 is used by every client of one Bridge.
 type session5 struct {
 	*state.State
+	store *sessionStore // nil: the session lives in memory only
+
+	addMu   sync.Mutex // serialises AddToSession when store is set
 	mu      sync.Mutex
 	pending map[uint16]*flight
 }
 
 type flightKey struct{}
 
-func newSession5() *session5 {
-	return &session5{State: state.NewInMemory(), pending: make(map[uint16]*flight)}
+// newSession5 returns a session kept in memory (dir == "") or persisted
+// under dir.
+func newSession5(dir string) (*session5, error) {
+	s := &session5{pending: make(map[uint16]*flight)}
+	if dir == "" {
+		s.State = state.NewInMemory()
+		return s, nil
+	}
+	cs, err := openSessionStore(filepath.Join(dir, "client"))
+	if err != nil {
+		return nil, err
+	}
+	ss, err := file.New(filepath.Join(dir, "server"), "srv-", ".pkt")
+	if err != nil {
+		return nil, fmt.Errorf("session store: %w", err)
+	}
+	s.store, s.State = cs, state.New(cs, ss)
+	return s, nil
 }
 
 func (s *session5) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
+	f, _ := ctx.Value(flightKey{}).(*flight)
+	if s.store != nil && f != nil {
+		// The store learns which record the packet carries.
+		s.addMu.Lock()
+		defer s.addMu.Unlock()
+		s.store.setNext(f.seq)
+	}
 	if err := s.State.AddToSession(ctx, p, resp); err != nil {
 		return err
 	}
-	if f, ok := ctx.Value(flightKey{}).(*flight); ok {
+	if f != nil {
 		if pub, ok := p.(*packets.Publish); ok {
 			s.mu.Lock()
 			s.pending[pub.PacketID] = f
@@ -80,12 +111,12 @@ func (s *session5) PacketReceived(recv *packets.ControlPacket, pubChan chan<- *p
 	case *packets.Puback:
 		take(p.PacketID)
 		if p.ReasonCode >= 0x80 {
-			res = fmt.Errorf("%w: PUBACK reason %#x %s", errRejected, p.ReasonCode, p.Reason())
+			res = refusal("PUBACK", p.ReasonCode, p.Reason())
 		}
 	case *packets.Pubrec:
 		if p.ReasonCode >= 0x80 {
 			take(p.PacketID)
-			res = fmt.Errorf("%w: PUBREC reason %#x %s", errRejected, p.ReasonCode, p.Reason())
+			res = refusal("PUBREC", p.ReasonCode, p.Reason())
 		}
 	case *packets.Pubcomp:
 		// 0x92 (packet id not found) still means the PUBREC was
@@ -97,6 +128,18 @@ func (s *session5) PacketReceived(recv *packets.ControlPacket, pubChan chan<- *p
 		f.complete(res)
 	}
 	return err
+}
+
+// refusal classifies a negative PUBACK/PUBREC: quota exceeded (0x97) and
+// packet identifier in use (0x91) are worth retrying; anything else (not
+// authorized, topic name invalid, payload format invalid, …) will not
+// change by resending, so the message is dropped and counted.
+func refusal(packet string, code byte, reason string) error {
+	class := errRejected
+	if code == 0x97 || code == 0x91 {
+		class = errRetry
+	}
+	return fmt.Errorf("%w: %s reason %#x %s", class, packet, code, reason)
 }
 
 func (s *session5) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packets.Connack) error {
@@ -126,7 +169,6 @@ type connectParams struct {
 	willTopic  string
 	onMessage  func(m Message)
 	onError    func(error)
-	maxRecv    int
 }
 
 func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) (*link5, error) {
@@ -162,25 +204,25 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 	if err != nil {
 		_ = conn.Close()
 		if ca != nil {
-			return nil, fmt.Errorf("connect: reason %#x %s: %w", ca.ReasonCode, reasonString(ca), err)
+			return nil, fmt.Errorf("connect: CONNACK reason %#x%s: %w", ca.ReasonCode, reasonString(ca), err)
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	l := &link5{c: c, conn: conn, recvMax: 65535, present: ca.SessionPresent}
-	if ca.Properties != nil && ca.Properties.ReceiveMaximum != 0 {
-		l.recvMax = int(ca.Properties.ReceiveMaximum)
+	if ca.Properties != nil && ca.Properties.ReceiveMaximum != nil && *ca.Properties.ReceiveMaximum > 0 {
+		l.recvMax = int(*ca.Properties.ReceiveMaximum)
 	}
 	return l, nil
 }
 
 func reasonString(ca *paho.Connack) string {
 	if ca.Properties != nil && ca.Properties.ReasonString != "" {
-		return ca.Properties.ReasonString
+		return " " + ca.Properties.ReasonString
 	}
 	return ""
 }
 
-func (l *link5) publish(ctx context.Context, m *Message) (*flight, error) {
+func (l *link5) publish(ctx context.Context, m *Message, seq uint64) (*flight, error) {
 	p := &paho.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, Payload: m.Payload}
 	props := &paho.PublishProperties{
 		ContentType:     m.ContentType,
@@ -196,6 +238,7 @@ func (l *link5) publish(ctx context.Context, m *Message) (*flight, error) {
 	}
 	p.Properties = props
 	f := newFlight()
+	f.seq = seq
 	if m.QoS == 0 {
 		if _, err := l.c.Publish(ctx, p); err != nil {
 			return nil, fmt.Errorf("publish %s: %w", m.Topic, err)
@@ -237,13 +280,16 @@ func (l *link5) lost() <-chan struct{} { return l.c.Done() }
 
 func (l *link5) close(graceful bool) {
 	if graceful {
+		_ = l.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
 		_ = l.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
 	}
 	_ = l.conn.Close()
 	<-l.c.Done()
 }
 
-func (l *link5) receiveMaximum() int { return l.recvMax }
+func (l *link5) abort() { _ = l.conn.Close() }
+
+func (l *link5) receiveMaximum() int  { return l.recvMax }
 func (l *link5) sessionPresent() bool { return l.present }
 
 func fromPaho5(p *paho.Publish) Message {

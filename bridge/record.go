@@ -106,7 +106,10 @@ func (d *decoder) uvarint(max uint64) uint64 {
 }
 
 func (d *decoder) bytes() []byte {
-	n := d.uvarint(uint64(len(d.b)))
+	n := d.uvarint(1 << 31)
+	if d.err == nil && n > uint64(len(d.b)) {
+		d.err = errCorrupt
+	}
 	if d.err != nil {
 		return nil
 	}
@@ -146,7 +149,10 @@ func decodeRecord(data []byte) (record, error) {
 	r.Msg.ContentType = string(d.bytes())
 	r.Msg.ResponseTopic = string(d.bytes())
 	r.Msg.CorrelationData = d.bytes()
-	np := d.uvarint(uint64(len(d.b)))
+	np := d.uvarint(1 << 31)
+	if np > uint64(len(d.b)) { // each property takes at least 2 bytes
+		d.err = errCorrupt
+	}
 	for i := uint64(0); i < np && d.err == nil; i++ {
 		k, v := d.bytes(), d.bytes()
 		r.Msg.UserProperties = append(r.Msg.UserProperties, UserProperty{Key: string(k), Value: string(v)})

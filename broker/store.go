@@ -2,6 +2,8 @@ package broker
 
 import (
 	"bytes"
+	"strconv"
+	"strings"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -139,8 +141,30 @@ func (h *persistHook) StoredSubscriptions() ([]storage.Subscription, error) {
 	return h.inner.StoredSubscriptions()
 }
 
+// StoredInflightMessages repairs what mochi's bolt hook stores: it does not
+// record the packet id (so the resend after a restart was refused as "missing
+// packet id"); the id is the suffix of the storage key. A topic alias belonged
+// to the old connection and is dropped.
 func (h *persistHook) StoredInflightMessages() ([]storage.Message, error) {
-	return h.inner.StoredInflightMessages()
+	msgs, err := h.inner.StoredInflightMessages()
+	if err != nil {
+		return nil, err
+	}
+	out := msgs[:0]
+	for _, m := range msgs {
+		if m.PacketID == 0 {
+			i := strings.LastIndexByte(m.ID, ':')
+			id, perr := strconv.ParseUint(m.ID[i+1:], 10, 16)
+			if i < 0 || perr != nil || id == 0 {
+				h.Log.Warn("skipping stored in-flight message without packet id", "key", m.ID)
+				continue
+			}
+			m.PacketID = uint16(id)
+		}
+		m.Properties.TopicAlias = 0
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 func (h *persistHook) StoredRetainedMessages() ([]storage.Message, error) {

@@ -135,7 +135,7 @@ func decodeMeta(v []byte) (meta, error) {
 		count:   binary.BigEndian.Uint64(v[17:]),
 		bytes:   binary.BigEndian.Uint64(v[25:]),
 	}
-	if m.head > m.lastSeq || m.count > m.lastSeq-m.head || m.bytes < m.count*RecordOverhead {
+	if m.head > m.lastSeq || m.count > m.lastSeq-m.head || m.count > m.bytes/RecordOverhead {
 		return meta{}, fmt.Errorf("metadata: inconsistent totals (last %d head %d count %d bytes %d): %w", m.lastSeq, m.head, m.count, m.bytes, errCorrupt)
 	}
 	return m, nil

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -37,6 +39,9 @@ type Record struct {
 const (
 	maxBatchRequests = 4096
 	maxBatchBytes    = 8 << 20
+	// lingerYields bounds how often a leader yields the processor waiting
+	// for more appenders to join its batch.
+	lingerYieldsDefault = 4
 	// ackMemLimit bounds the acknowledgements of records behind an
 	// unacknowledged one kept in memory; beyond it they are deleted one by
 	// one.
@@ -65,6 +70,7 @@ type Queue struct {
 	gcond   *sync.Cond // signalled when leading becomes false
 	pending []*appendReq
 	leading bool
+	lastBatch int // size of the previous batch
 	closing bool
 
 	// wmu serialises every write to badger and the fsync following an
@@ -74,7 +80,6 @@ type Queue struct {
 	life     sync.RWMutex
 	tuning   tuning
 	reclaim  uint64 // records removed since the last DropPrefix (under wmu)
-	lastDrop time.Time
 
 	mu     sync.Mutex
 	st     meta                // persisted state, changed under wmu and mu
@@ -230,6 +235,13 @@ func (q *Queue) await(ctx context.Context, r *appendReq) {
 func (q *Queue) lead(me *appendReq) {
 	for {
 		q.gmu.Lock()
+		// Appenders released by the previous commit are likely about to
+		// append again: give them a moment to join this batch.
+		for i := 0; i < lingerYields && len(q.pending) < q.lastBatch; i++ {
+			q.gmu.Unlock()
+			runtime.Gosched()
+			q.gmu.Lock()
+		}
 		n, bytes := 0, uint64(0)
 		for n < len(q.pending) && n < maxBatchRequests && (n == 0 || bytes+q.pending[n].cost <= maxBatchBytes) {
 			bytes += q.pending[n].cost
@@ -237,6 +249,7 @@ func (q *Queue) lead(me *appendReq) {
 			n++
 		}
 		batch := slices.Clone(q.pending[:n])
+		q.lastBatch = n
 		q.pending = slices.Delete(q.pending, 0, n)
 		q.gmu.Unlock()
 
@@ -268,6 +281,8 @@ func (q *Queue) lead(me *appendReq) {
 
 // commit makes a batch durable: quota, one or more badger transactions,
 // one fsync. It sets first/err of every request.
+var DbgCommit, DbgSync atomic.Int64
+
 func (q *Queue) commit(batch []*appendReq) {
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
@@ -312,9 +327,13 @@ func (q *Queue) commit(batch []*appendReq) {
 		records += uint64(len(r.data))
 		accepted = append(accepted, r)
 	}
+	t0 := time.Now()
 	err := w.flush()
+	DbgCommit.Add(int64(time.Since(t0)))
+	t0 = time.Now()
 	if err == nil && len(accepted) > 0 {
 		err = q.db.Sync()
+		DbgSync.Add(int64(time.Since(t0)))
 		q.mu.Lock()
 		q.stats.syncs++
 		q.stats.batches++
@@ -358,17 +377,30 @@ func (q *Queue) Read(after uint64, max int, maxBytes int) ([]Record, error) {
 	if max <= 0 {
 		return nil, nil
 	}
+	out, corrupt, err := q.read(after, max, maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	if len(corrupt) > 0 {
+		if err := q.dropKeys(corrupt); err != nil {
+			return out, fmt.Errorf("buffer: read: drop corrupt records: %w", err)
+		}
+	}
+	return out, nil
+}
+
+func (q *Queue) read(after uint64, max int, maxBytes int) ([]Record, [][]byte, error) {
 	q.life.RLock()
 	defer q.life.RUnlock()
 	if q.db == nil {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	q.mu.Lock()
 	start := max64(after, q.st.head) + 1
 	last := q.st.lastSeq
 	q.mu.Unlock()
 	if start > last {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var out []Record
 	var corrupt [][]byte
@@ -404,14 +436,9 @@ func (q *Queue) Read(after uint64, max int, maxBytes int) ([]Record, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("buffer: read after %d: %w", after, err)
+		return nil, nil, fmt.Errorf("buffer: read after %d: %w", after, err)
 	}
-	if len(corrupt) > 0 {
-		if err := q.dropKeys(corrupt); err != nil {
-			return out, fmt.Errorf("buffer: read: drop corrupt records: %w", err)
-		}
-	}
-	return out, nil
+	return out, corrupt, nil
 }
 
 func (q *Queue) isAcked(seq uint64) bool {
@@ -639,3 +666,5 @@ func max64(a, b uint64) uint64 {
 	}
 	return b
 }
+
+var lingerYields = lingerYieldsDefault

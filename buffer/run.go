@@ -67,6 +67,7 @@ func (q *Queue) maintain() {
 		q.log.Warn("buffer: persisting acknowledgements failed; will retry", "err", err)
 	}
 	q.logDrops(q.now(), false)
+	trimMappings(q.dir)
 }
 
 // expire drops the records older than MaxAge, from the head on, and returns

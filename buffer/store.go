@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,7 +28,25 @@ const (
 	vlogFileSize   = 64 << 20
 )
 
+func envInt(k string, d int64) int64 {
+	if v := os.Getenv(k); v != "" {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		return n
+	}
+	return d
+}
+
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
+	return badgerOptions2(dir, log).
+		WithMemTableSize(envInt("BUF_MT", memTableSize)).
+		WithBaseTableSize(envInt("BUF_BT", 2<<20)).
+		WithNumCompactors(int(envInt("BUF_NC", 2))).
+		WithValueThreshold(envInt("BUF_VT", valueThreshold)).
+		WithNumLevelZeroTables(int(envInt("BUF_L0", 4))).
+		WithBaseLevelSize(envInt("BUF_BL", 10<<20))
+}
+
+func badgerOptions2(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(false). // Append syncs once per group commit
@@ -151,7 +170,14 @@ func openStore(dir string, log *slog.Logger) (db *badger.DB, m meta, rebuilt boo
 			}
 		}
 	}()
-	db, err = badger.Open(badgerOptions(dir, log))
+	opts := badgerOptions(dir, log)
+	if err := checkManifest(dir, opts); err != nil {
+		return nil, meta{}, false, err
+	}
+	if err := checkTables(dir); err != nil {
+		return nil, meta{}, false, err
+	}
+	db, err = badger.Open(opts)
 	if err != nil {
 		return nil, meta{}, false, err
 	}
@@ -191,9 +217,17 @@ func loadMeta(db *badger.DB) (meta, bool, error) {
 	if err != nil {
 		return meta{}, false, err
 	}
-	consistent := !found && m.count == 0 || found && m.count > 0 && first > m.head && last <= m.lastSeq
 	switch {
-	case merr == nil && consistent:
+	case merr == nil && !found && m.count > 0:
+		// The metadata is written in the same transaction as the keys:
+		// records it counts cannot vanish unless the tables are damaged.
+		return meta{}, false, fmt.Errorf("%d records expected after seq %d, none readable: %w", m.count, m.head, errCorrupt)
+	case merr == nil && (!found || first > m.head && last <= m.lastSeq):
+		if found {
+			if err := checkRecords(db, first, last); err != nil {
+				return meta{}, false, err
+			}
+		}
 		return m, false, nil
 	case merr != nil && !errors.Is(merr, errCorrupt) && !found:
 		return meta{}, false, nil // a new store
@@ -227,6 +261,11 @@ func loadMeta(db *badger.DB) (meta, bool, error) {
 	if err != nil {
 		return meta{}, false, fmt.Errorf("rebuild metadata: %w", err)
 	}
+	if r.count > 0 {
+		if err := checkRecords(db, r.head+1, r.lastSeq); err != nil {
+			return meta{}, false, err
+		}
+	}
 	err = db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey, encodeMeta(r)) })
 	if err == nil {
 		err = db.Sync()
@@ -256,4 +295,29 @@ func keyRange(txn *badger.Txn) (first, last uint64, found bool, err error) {
 		last, _, err = parseRecordKey(rit.Item().Key())
 	}
 	return first, last, found, err
+}
+
+// checkRecords reads and verifies the first and the last record: a cheap
+// probe that catches truncated or damaged value logs and tables at both
+// ends of the queue. Damage in between is found by Read, which drops the
+// affected records as "corrupt".
+func checkRecords(db *badger.DB, seqs ...uint64) error {
+	return db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}})
+		defer it.Close()
+		for _, seq := range seqs {
+			it.Seek(seekKey(seq))
+			if !it.Valid() {
+				return fmt.Errorf("record %d unreadable: %w", seq, errCorrupt)
+			}
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("record %d: %v: %w", seq, err, errCorrupt)
+			}
+			if _, err := decodeRecord(it.Item().Key(), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

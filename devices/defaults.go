@@ -55,7 +55,7 @@ func (c *DeviceConfig) Defaults() {
 	if c.Topic == "" {
 		c.Topic = DefaultTopic
 	}
-	if c.Port != "" || c.USB != nil {
+	if (c.Port != "" || c.USB != nil) && c.Driver != "sim" {
 		if c.Baud == 0 {
 			c.Baud = DefaultBaud
 		}

@@ -226,7 +226,10 @@ func (r *runner) poll(ctx context.Context, pc PollConn, pts []*Point) error {
 				failed++
 			}
 		}
-		if failed == len(readings) && failed > 0 {
+		// Every point of the device failing is the device failing; a
+		// poll of some points (other intervals not due) that all fail
+		// only marks those points bad.
+		if failed == len(readings) && failed == len(r.points) {
 			err = fmt.Errorf("every point failed: %w", readings[0].Err)
 		}
 	}

@@ -23,7 +23,8 @@ type Options struct {
 	// Subscriber delivers write requests (`<point topic>/set`); nil
 	// disables write-back.
 	Subscriber Subscriber
-	// Logger; nil discards logs.
+	// Logger, already scoped by the caller (component=devices); nil
+	// discards logs. Device messages add device=<name>.
 	Logger *slog.Logger
 	// Now is the clock used for sample times that a driver left zero and
 	// for heartbeats; nil means time.Now. Poll schedules always use the
@@ -92,7 +93,7 @@ func (s *Set) compile(dev *Device) (*runner, error) {
 		set:    s,
 		dev:    dev,
 		drv:    s.opts.Drivers[c.Driver],
-		log:    s.log.With("component", "devices", "device", c.Name),
+		log:    s.log.With("device", c.Name),
 		writes: make(chan writeReq, writeQueue),
 	}
 	tmpl, err := parseTemplate(c.Topic)

@@ -136,7 +136,7 @@ func kindOf(c *PointConfig, last any, req setValue) rawKind {
 	case "string":
 		return rawKind{kind: 's', bytes: 2 * c.Length}
 	}
-	if c.Sim == "toggle" {
+	if c.Sim == "toggle" || c.Table == "coil" || c.Table == "discrete" {
 		return rawKind{kind: 'b'}
 	}
 	if c.Sim != "" {

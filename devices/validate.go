@@ -43,11 +43,14 @@ func Validate(cfgs []DeviceConfig, drivers map[string]Driver) error {
 		raw := &cfgs[i]
 		c := *raw
 		c.Defaults()
+		if !nameRE.MatchString(c.Name) {
+			c.Name = "device" // reported below; a placeholder keeps topic checks meaningful
+		}
 		v.device(fmt.Sprintf("[%d]", i), raw, &c, drivers)
-		if j, dup := seen[c.Name]; dup && c.Name != "" {
-			v.add(fmt.Sprintf("[%d].name", i), "duplicate device name %q (also [%d])", c.Name, j)
+		if j, dup := seen[raw.Name]; dup && raw.Name != "" {
+			v.add(fmt.Sprintf("[%d].name", i), "duplicate device name %q (also [%d])", raw.Name, j)
 		} else {
-			seen[c.Name] = i
+			seen[raw.Name] = i
 		}
 	}
 	return errors.Join(v.errs...)
@@ -55,10 +58,10 @@ func Validate(cfgs []DeviceConfig, drivers map[string]Driver) error {
 
 func (v *validator) device(at string, raw, c *DeviceConfig, drivers map[string]Driver) {
 	switch {
-	case c.Name == "":
+	case raw.Name == "":
 		v.add(at+".name", "required")
-	case !nameRE.MatchString(c.Name):
-		v.add(at+".name", "%q: use only letters, digits, '_' and '-'", c.Name)
+	case !nameRE.MatchString(raw.Name):
+		v.add(at+".name", "%q: use only letters, digits, '_' and '-'", raw.Name)
 	}
 	drv, known := drivers[c.Driver]
 	switch {
@@ -94,20 +97,6 @@ func (v *validator) device(at string, raw, c *DeviceConfig, drivers map[string]D
 		}
 	}
 	devTmpl := v.template(at+".topic", c, c.Topic, true)
-	if c.Port != "" && c.USB != nil {
-		v.add(at+".usb", "set either port or usb, not both")
-	}
-	if c.USB != nil {
-		if !hex4RE.MatchString(c.USB.VID) {
-			v.add(at+".usb.vid", "%q: must be 4 hex digits, as lsusb prints it", c.USB.VID)
-		}
-		if !hex4RE.MatchString(c.USB.PID) {
-			v.add(at+".usb.pid", "%q: must be 4 hex digits, as lsusb prints it", c.USB.PID)
-		}
-	}
-	if c.Port != "" || c.USB != nil {
-		v.serialLine(at, c)
-	}
 	v.driverKeys(at, raw, c)
 
 	if len(c.Points) == 0 {
@@ -133,20 +122,21 @@ func (v *validator) device(at string, raw, c *DeviceConfig, drivers map[string]D
 		case !nameRE.MatchString(p.Name):
 			v.add(pat+".name", "%q: use only letters, digits, '_' and '-'", p.Name)
 		}
-		if k, dup := pointNames[p.Name]; dup && p.Name != "" {
+		k, dup := pointNames[p.Name]
+		if dup && p.Name != "" {
 			v.add(pat+".name", "duplicate point name %q (also points[%d])", p.Name, k)
 		} else {
 			pointNames[p.Name] = j
 		}
-		v.point(pat, c, p)
+		v.point(pat, &raw.Points[j], p, c)
 		if noWrites && p.Writable {
 			v.add(pat+".writable", "driver %s does not support writes", c.Driver)
 		}
-		override := j < len(raw.Points) && raw.Points[j].Topic != ""
+		override := j < len(raw.Points) && raw.Points[j].Topic != "" && raw.Points[j].Topic != c.Topic
 		if override {
 			v.template(pat+".topic", c, p.Topic, false)
 		}
-		if t, err := parseTemplate(p.Topic); err == nil && p.Name != "" && nameRE.MatchString(p.Name) && c.checkVars(t) == nil {
+		if t, err := parseTemplate(p.Topic); err == nil && !dup && p.Name != "" && nameRE.MatchString(p.Name) && c.checkVars(t) == nil {
 			topic := t.expand(c.lookup("gateway", p.Name))
 			if other, dup := topics[topic]; dup {
 				v.add(pat+".topic", "topic %q is also used by %s", topic, other)
@@ -161,9 +151,27 @@ func (v *validator) device(at string, raw, c *DeviceConfig, drivers map[string]D
 			v.sim(fmt.Sprintf("%s.points[%d]", at, j), &c.Points[j])
 		}
 	case "serial":
+		if c.Port != "" && c.USB != nil {
+			v.add(at+".usb", "set either port or usb, not both")
+		}
+		if c.USB != nil {
+			if !hex4RE.MatchString(c.USB.VID) {
+				v.add(at+".usb.vid", "%q: must be 4 hex digits, as lsusb prints it", c.USB.VID)
+			}
+			if !hex4RE.MatchString(c.USB.PID) {
+				v.add(at+".usb.pid", "%q: must be 4 hex digits, as lsusb prints it", c.USB.PID)
+			}
+		}
+		if c.Port != "" || c.USB != nil {
+			v.serialLine(at, c)
+		}
 		v.serialDevice(at, c)
 	}
 	if dv, ok := drv.(DeviceValidator); ok && known {
+		reported := map[string]bool{}
+		for _, e := range v.errs {
+			reported[e.(*FieldError).Path] = true
+		}
 		for _, fe := range dv.ValidateDevice(c) {
 			if fe == nil {
 				continue
@@ -171,6 +179,9 @@ func (v *validator) device(at string, raw, c *DeviceConfig, drivers map[string]D
 			path := fe.Path
 			if path != "" && !strings.HasPrefix(path, "[") {
 				path = "." + path
+			}
+			if reported[at+path] {
+				continue // the generic check said it already
 			}
 			v.errs = append(v.errs, &FieldError{Path: at + path, Msg: fe.Msg})
 		}
@@ -235,14 +246,19 @@ func (c *DeviceConfig) lookup(gateway, point string) func(string) string {
 	}
 }
 
-func (v *validator) point(at string, c *DeviceConfig, p *PointConfig) {
-	if p.Poll < 0 {
-		v.add(at+".poll", "must be positive, got %s", p.Poll)
+// point checks a point's generic keys; raw is the point as given. Poll,
+// heartbeat and qos equal to the device's (inherited, also when the caller
+// applied Defaults already) are reported on the device only.
+func (v *validator) point(at string, raw, p *PointConfig, c *DeviceConfig) {
+	if raw.Poll < 0 && raw.Poll != c.Poll {
+		v.add(at+".poll", "must be positive, got %s", raw.Poll)
 	}
-	if p.Heartbeat < 0 {
-		v.add(at+".heartbeat", "must be 0 (never) or positive, got %s", p.Heartbeat)
+	if raw.Heartbeat < 0 && raw.Heartbeat != c.Heartbeat {
+		v.add(at+".heartbeat", "must be 0 (never) or positive, got %s", raw.Heartbeat)
 	}
-	v.qos(at+".qos", p.QoS)
+	if raw.QoS != nil && (c.QoS == nil || *raw.QoS != *c.QoS) {
+		v.qos(at+".qos", raw.QoS)
+	}
 	if p.Scale != nil && (*p.Scale == 0 || math.IsNaN(*p.Scale) || math.IsInf(*p.Scale, 0)) {
 		v.add(at+".scale", "must be a non-zero finite number")
 	}
@@ -388,6 +404,9 @@ func (v *validator) serialLine(at string, c *DeviceConfig) {
 func (v *validator) serialDevice(at string, c *DeviceConfig) {
 	if c.Port == "" && c.USB == nil {
 		v.add(at+".port", "required (or usb: {vid, pid, serial})")
+	}
+	if c.RS485 != nil {
+		v.add(at+".rs485", "not supported by the serial driver (use an adapter with automatic direction control)")
 	}
 	if c.MaxLineLength < 0 || c.MaxLineLength > 1<<20 {
 		v.add(at+".max_line_length", "must be between 1 and 1048576 bytes, got %d", c.MaxLineLength)

@@ -136,18 +136,27 @@ func valueText(v any) string {
 	case uint64:
 		return strconv.FormatUint(x, 10)
 	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64)
+		return string(formatFloat(x))
 	case string:
 		return x
 	}
 	return fmt.Sprint(v)
 }
 
+// formatFloat renders f as encoding/json does: shortest representation,
+// plain decimals unless the exponent is below -6 or at least 21.
+func formatFloat(f float64) []byte {
+	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) {
+		return strconv.AppendFloat(nil, f, 'e', -1, 64)
+	}
+	return strconv.AppendFloat(nil, f, 'f', -1, 64)
+}
+
 // valueJSON renders a published value as a JSON value.
 func valueJSON(v any) []byte {
 	switch x := v.(type) {
 	case float64:
-		return strconv.AppendFloat(nil, x, 'f', -1, 64)
+		return formatFloat(x)
 	case string:
 		b, _ := json.Marshal(x)
 		return b

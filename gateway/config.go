@@ -197,15 +197,25 @@ func Load(path string, drivers map[string]devices.Driver) (*Config, error) {
 func Parse(name string, data []byte, drivers map[string]devices.Driver) (*Config, error) {
 	var cfg Config
 	pos, probs := decodeStrict(data, &cfg)
-	if probs != nil {
+	if pos == nil { // not YAML at all
 		return nil, &ConfigError{File: name, Problems: probs}
 	}
+	// yaml.v3 keeps decoding past type errors, so what did decode is
+	// validated too and every problem is reported at once; a value that
+	// failed to decode is not reported again by validation.
+	bad := map[string]bool{}
+	for _, p := range probs {
+		bad[p.Path] = true
+	}
 	cfg.Defaults()
-	probs = cfg.Validate(drivers)
-	if len(probs) > 0 {
-		for i := range probs {
-			probs[i].Line = pos.line(probs[i].Path)
+	for _, p := range cfg.Validate(drivers) {
+		if bad[p.Path] {
+			continue
 		}
+		p.Line = pos.line(p.Path)
+		probs = append(probs, p)
+	}
+	if len(probs) > 0 {
 		sortProblems(probs)
 		return nil, &ConfigError{File: name, Problems: probs}
 	}

@@ -45,13 +45,53 @@ type Gateway struct {
 	log     *slog.Logger
 	drivers map[string]devices.Driver
 
+	reloadMu sync.Mutex // serialises reloads
+
 	mu     sync.Mutex
 	ready  bool
 	broker *broker.Broker
 	queue  *buffer.Queue
 	bridge *bridge.Bridge
 	devs   *devices.Set
+	devRun *devRunner
 	http   *opsServer
+}
+
+// devRunner runs one devices.Set at a time; a reload swaps it without
+// touching the broker or the bridge.
+type devRunner struct {
+	failed chan<- error
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (r *devRunner) start(set *devices.Set) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	r.mu.Lock()
+	r.cancel, r.done = cancel, done
+	r.mu.Unlock()
+	go func() {
+		defer close(done)
+		if err := set.Run(ctx); err != nil && ctx.Err() == nil {
+			select {
+			case r.failed <- fmt.Errorf("devices: %w", err):
+			default: // already stopping for another failure
+			}
+		}
+	}()
+}
+
+// stop cancels the running set and returns a channel closed once it has
+// stopped.
+func (r *devRunner) stop() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cancel != nil {
+		r.cancel()
+	}
+	return r.done
 }
 
 // New checks that cfg can be wired. It starts nothing and opens nothing.
@@ -115,21 +155,14 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			Queue:   q,
 			Local:   bridgeLocal{b},
 			Logger:  g.log.With("component", "bridge"),
-			DataDir: filepath.Join(dataDir, "bridge"),
 		})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)
 		}
 	}
-	devs, err := devices.New(cfg.Devices, devices.Options{
-		Gateway:    cfg.Gateway.ID,
-		Drivers:    g.drivers,
-		Publisher:  devicePublisher{b},
-		Subscriber: deviceSubscriber{b},
-		Logger:     g.log.With("component", "devices"),
-	})
+	devs, err := g.newDevices(cfg, b)
 	if err != nil {
-		return fmt.Errorf("devices: %w", err)
+		return err
 	}
 	g.mu.Lock()
 	g.broker, g.queue, g.bridge, g.devs = b, q, br, devs
@@ -150,12 +183,10 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	var (
 		brokerCtx, stopBroker = context.WithCancel(context.Background())
 		bridgeCtx, stopBridge = context.WithCancel(context.Background())
-		devCtx, stopDevs      = context.WithCancel(context.Background())
 		opsCtx, stopOps       = context.WithCancel(context.Background())
 	)
 	defer stopBroker()
 	defer stopBridge()
-	defer stopDevs()
 	defer stopOps()
 
 	failed := make(chan error, 5)
@@ -164,7 +195,10 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		go func() {
 			defer close(done)
 			if err := run(ctx); err != nil && ctx.Err() == nil {
-				failed <- fmt.Errorf("%s: %w", name, err)
+				select {
+				case failed <- fmt.Errorf("%s: %w", name, err):
+				default: // already stopping for another failure
+				}
 			}
 		}()
 		return done
@@ -187,7 +221,8 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		bridgeDone = start("bridge", br.Run, bridgeCtx)
 		queueDone = start("buffer", q.Run, bridgeCtx)
 	}
-	devsDone := start("devices", devs.Run, devCtx)
+	g.devRun = &devRunner{failed: failed}
+	g.devRun.start(devs)
 	var opsDone <-chan struct{}
 	if ops != nil {
 		opsDone = start("http", ops.Run, opsCtx)
@@ -226,7 +261,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		if done == nil {
 			return
 		}
-		stop()
+		if stop != nil {
+			stop()
+		}
 		select {
 		case <-done:
 		case <-deadline.C:
@@ -235,13 +272,27 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			deadline.Reset(time.Second) // give the remaining stages a moment each
 		}
 	}
-	wait("devices", stopDevs, devsDone)
+	wait("devices", nil, g.devRun.stop())
 	wait("broker", stopBroker, brokerDone)
 	wait("bridge", stopBridge, bridgeDone)
 	wait("buffer", stopBridge, queueDone)
 	wait("http", stopOps, opsDone)
 	g.log.Info("fieldgate stopped")
 	return runErr
+}
+
+func (g *Gateway) newDevices(cfg *Config, b *broker.Broker) (*devices.Set, error) {
+	set, err := devices.New(cfg.Devices, devices.Options{
+		Gateway:    cfg.Gateway.ID,
+		Drivers:    g.drivers,
+		Publisher:  devicePublisher{b},
+		Subscriber: deviceSubscriber{b},
+		Logger:     g.log.With("component", "devices"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("devices: %w", err)
+	}
+	return set, nil
 }
 
 // ingress is the broker's store-and-forward hook: every local publish passes

@@ -16,7 +16,8 @@ import (
 type linkSettings struct {
 	transport string // rtu | tcp
 	cfg       devices.DeviceConfig
-	busKey    string
+	ident     string // the configured port, usb identity or TCP address
+	busKey    string // the resolved device node (or ident when unresolved)
 }
 
 func linkSettingsOf(cfg *devices.DeviceConfig) linkSettings {
@@ -34,20 +35,18 @@ func linkSettingsOf(cfg *devices.DeviceConfig) linkSettings {
 	}
 	switch {
 	case s.transport == "tcp":
-		s.busKey = "tcp " + cfg.Address
+		s.ident = "tcp " + cfg.Address
 	case cfg.USB == nil:
-		// Devices whose resolved port is the same share the bus; a port
-		// that is absent now is keyed by its configured name.
-		if path, err := devices.ResolvePort(cfg); err == nil {
-			s.busKey = "port " + path
-		} else {
-			s.busKey = "port " + cfg.Port
-		}
+		s.ident = "port " + cfg.Port
 	default:
+		s.ident = fmt.Sprintf("usb %s:%s:%s", strings.ToLower(cfg.USB.VID), strings.ToLower(cfg.USB.PID), cfg.USB.Serial)
+	}
+	s.busKey = s.ident
+	if s.transport != "tcp" {
+		// Devices whose resolved port is the same share the bus; a port
+		// that is absent now is keyed by its configured identity.
 		if path, err := devices.ResolvePort(cfg); err == nil {
 			s.busKey = "port " + path
-		} else {
-			s.busKey = fmt.Sprintf("usb %s:%s:%s", strings.ToLower(cfg.USB.VID), strings.ToLower(cfg.USB.PID), cfg.USB.Serial)
 		}
 	}
 	return s
@@ -80,6 +79,9 @@ type transport interface {
 	// which the caller closes the link.
 	transact(ctx context.Context, unit byte, req *mb.ProtocolDataUnit, timeout time.Duration) (*mb.ProtocolDataUnit, time.Time, error)
 }
+
+// errClosed is returned for requests on a Conn that was closed.
+var errClosed = errors.New("modbus: device closed")
 
 // frameError is a malformed or mismatched response.
 type frameError struct{ msg string }
@@ -114,7 +116,8 @@ type bus struct {
 	d        *Driver
 	settings linkSettings
 	tr       transport
-	refs     int // guarded by d.mu
+	refs     int             // guarded by d.mu
+	idents   map[string]bool // configured identities of its devices; guarded by d.mu
 
 	calls chan *call
 	stop  chan struct{}
@@ -136,6 +139,7 @@ func newBus(d *Driver, s linkSettings) *bus {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		units:    make(map[byte]*unitState),
+		idents:   map[string]bool{s.ident: true},
 	}
 	log := d.log.With("bus", s.key())
 	if s.transport == "tcp" {
@@ -174,6 +178,8 @@ func (b *bus) do(ctx context.Context, c *call) result {
 	case b.calls <- c:
 	case <-ctx.Done():
 		return result{err: ctx.Err()}
+	case <-b.done:
+		return result{err: errClosed}
 	}
 	select {
 	case r := <-c.resp:

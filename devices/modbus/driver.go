@@ -91,10 +91,12 @@ type Driver struct {
 	buses map[string]*bus
 }
 
-// New returns a Driver that logs to log.
+// New returns a Driver that logs to log (which the caller scopes, e.g.
+// with component=modbus). Log lines carry the bus and unit; they are written
+// on state changes (port lost, unit not answering, back again), not per poll.
 func New(log *slog.Logger) *Driver {
 	return &Driver{
-		log:            log.With("component", "modbus"),
+		log:            log,
 		unitBackoff:    time.Second,
 		unitBackoffMax: time.Minute,
 		portBackoff:    500 * time.Millisecond,
@@ -156,14 +158,26 @@ func (d *Driver) acquire(s linkSettings) (*bus, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	key := s.key()
-	if b, ok := d.buses[key]; ok {
+	b, ok := d.buses[key]
+	if !ok {
+		// The same configured port, resolved now but not when its first
+		// device was opened (or the other way round).
+		for _, other := range d.buses {
+			if other.idents[s.ident] {
+				b, ok = other, true
+				break
+			}
+		}
+	}
+	if ok {
 		if b.settings.line() != s.line() {
 			return nil, fmt.Errorf("%s is already in use with %s, not %s", key, b.settings.line(), s.line())
 		}
 		b.refs++
+		b.idents[s.ident] = true
 		return b, nil
 	}
-	b := newBus(d, s)
+	b = newBus(d, s)
 	b.refs = 1
 	d.buses[key] = b
 	b.start()

@@ -43,6 +43,10 @@ func charTime(cfg *devices.DeviceConfig) time.Duration {
 	return time.Duration(bits) * time.Second / time.Duration(max(cfg.Baud, 1))
 }
 
+// shortSleepMax is the longest t3.5 wait done with shortSleep (not
+// interruptible by ctx); longer ones (below 9600 baud) use a timer.
+const shortSleepMax = 5 * time.Millisecond
+
 // rtuTransport is Modbus RTU on a serial port. It reads each response by its
 // expected length (known from the function code and byte count) with an
 // inter-character timeout, and sleeps only when the t3.5 silent interval
@@ -117,6 +121,10 @@ func (t *rtuTransport) waitSilent(ctx context.Context) error {
 	wait := t.t35 - time.Since(t.last)
 	if wait <= 0 {
 		return nil
+	}
+	if wait <= shortSleepMax {
+		shortSleep(wait)
+		return ctx.Err()
 	}
 	tm := time.NewTimer(wait)
 	defer tm.Stop()
@@ -232,7 +240,10 @@ func rtuFrameLength(b []byte, unit, fc byte) int {
 		if len(b) < 3 {
 			return 0
 		}
-		return 3 + int(b[2]) + 2
+		if n := 3 + int(b[2]) + 2; n <= maxRTUFrame {
+			return n
+		}
+		return -1 // no valid response is this long
 	case mb.FuncCodeWriteSingleCoil, mb.FuncCodeWriteSingleRegister, mb.FuncCodeWriteMultipleCoils, mb.FuncCodeWriteMultipleRegisters:
 		return 8
 	}

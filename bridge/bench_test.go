@@ -1,0 +1,72 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/fieldgate/fieldgate/buffer"
+)
+
+// BenchmarkDrain measures draining a backlog of FIELDGATE_BENCH_N records
+// (default 50,000; the product goal is 1,000,000 in ≤ 25 s) of 64-byte
+// QoS 1 messages to a loopback mosquitto. Reports msgs/s.
+//
+//	FIELDGATE_BENCH_N=1000000 go test -run '^$' -bench Drain -benchtime 1x ./bridge/
+func BenchmarkDrain(b *testing.B) {
+	n := 50_000
+	if s := os.Getenv("FIELDGATE_BENCH_N"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("FIELDGATE_BENCH_N: %v", err)
+		}
+		n = v
+	}
+	for _, protocol := range []string{"5", "3.1.1"} {
+		b.Run("mqtt"+protocol, func(b *testing.B) {
+			up := plainMosquitto(b)
+			payload := make([]byte, 64)
+			var total time.Duration
+			for i := 0; i < b.N; i++ {
+				q := openQueue(b, buffer.Config{MaxBytes: 4 << 30})
+				cfg := testConfig("mqtt://" + up)
+				cfg.Upstream.Protocol = protocol
+				cfg.Inflight = 256
+				batch := make([][]byte, 0, 4096)
+				for j := range n {
+					batch = append(batch, encodeRecord(&record{Accepted: time.Now(), Msg: Message{
+						Topic: fmt.Sprintf("sites/gw1/myhome/bench/%d", j%16), QoS: 1, Payload: payload,
+					}}))
+					if len(batch) == cap(batch) || j == n-1 {
+						if _, err := q.AppendBatch(context.Background(), batch); err != nil {
+							b.Fatal(err)
+						}
+						batch = batch[:0]
+					}
+				}
+				br, err := New(cfg, Options{Gateway: "gw1", Queue: q, Logger: testLogger(b)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				start := time.Now()
+				go func() { done <- br.Run(ctx) }()
+				for br.Stats().Forwarded < uint64(n) {
+					time.Sleep(5 * time.Millisecond)
+				}
+				total += time.Since(start)
+				b.Logf("window %d", br.Stats().Window)
+				cancel()
+				if err := <-done; err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/total.Seconds(), "msgs/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}

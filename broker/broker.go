@@ -1,0 +1,558 @@
+// Package broker is fieldgate's embedded MQTT broker (MQTT 3.1.1 and 5), built
+// on mochi-mqtt: TCP, TLS (optionally with client certificates) and websocket
+// listeners, bcrypt users and a per-user ACL, limits, $SYS statistics,
+// retained messages and persistent sessions stored under the data directory,
+// and an in-process publish/subscribe API with a store-and-forward hook
+// (Options.Ingress) that sees every publish before it is acknowledged.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// InProcessPrefix starts the Origin of every in-process publish: Publish with
+// Origin "devices" delivers with Origin "$inproc/devices". Network clients may
+// not use client ids with this prefix (their CONNECT is refused with
+// "client identifier not valid"), so an Origin names its publisher uniquely.
+const InProcessPrefix = "$inproc/"
+
+// ErrQuotaExceeded is returned by an Ingress function when the store-and-
+// forward buffer is full and its policy is to reject. See Options.Ingress.
+var ErrQuotaExceeded = errors.New("broker: quota exceeded")
+
+// ErrNotRunning is returned by Publish when Run is not serving.
+var ErrNotRunning = errors.New("broker: not running")
+
+// Message is one application message as seen by Ingress, in-process
+// subscribers and Publish.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+	// Origin is the publishing network client's id, or InProcessPrefix plus
+	// the in-process publisher's name.
+	Origin string
+	// Username is the publishing client's username (empty when anonymous,
+	// in-process, or unknown).
+	Username        string
+	ContentType     string
+	ResponseTopic   string
+	CorrelationData []byte
+	UserProperties  []UserProperty
+	// MessageExpiry is the MQTT 5 message expiry interval in seconds; 0 = none.
+	MessageExpiry uint32
+}
+
+// UserProperty is an MQTT 5 user property.
+type UserProperty struct{ Key, Value string }
+
+// Options wires the broker into the process.
+type Options struct {
+	// DataDir holds the broker's store (DataDir/broker/broker.db): retained
+	// messages and persistent sessions. Required.
+	DataDir string
+	// Logger receives the broker's logs (scoped component=broker). Required.
+	Logger *slog.Logger
+	// Ingress, when not nil, is called for every publish — from network
+	// clients, in-process Publish, and will messages — after the ACL check
+	// and before the publisher is acknowledged or anything is delivered. It
+	// blocks until the message is durable and may be called concurrently.
+	//
+	//   - nil: the message is acknowledged and delivered normally.
+	//   - ErrQuotaExceeded: MQTT 5 QoS 1/2 publishers get PUBACK/PUBREC with
+	//     reason 0x97 (quota exceeded); nothing is delivered.
+	//   - any other error: MQTT 5 QoS 1/2 publishers get reason 0x80
+	//     (unspecified error); nothing is delivered.
+	//   - on any error, an MQTT 3.1.1 QoS 1/2 publisher (3.1.1 has no negative
+	//     acknowledgement) is disconnected without an acknowledgement, so it
+	//     re-sends the message after reconnecting; its will is published.
+	//   - QoS 0 messages are dropped on error; the connection stays.
+	//   - in-process Publish returns the error.
+	//   - will messages are published locally whatever Ingress returns (the
+	//     error is logged); a delayed will is handed to Ingress when its
+	//     client disconnects, even if a reconnect later cancels it.
+	//
+	// Because Ingress runs in the reading goroutine of the publishing client,
+	// one client's publishes are serialised behind it, while different
+	// clients overlap (and can share one group commit).
+	Ingress func(m *Message) error
+}
+
+// Stats is a snapshot of broker counters; "total" fields are monotonic over
+// the Broker's life, the others are gauges.
+type Stats struct {
+	ClientsConnected    int64 // network clients connected now
+	ClientsMaximum      int64 // most clients connected at once
+	Sessions            int64 // sessions known (connected + disconnected persistent)
+	MessagesReceived    int64 // total PUBLISH packets received (network and in-process)
+	MessagesSent        int64 // total PUBLISH packets sent to clients
+	MessagesDropped     int64 // total messages a client's queue or inflight limit refused
+	BytesReceived       int64 // total
+	BytesSent           int64 // total
+	PacketsReceived     int64 // total
+	PacketsSent         int64 // total
+	Retained            int64 // retained messages held now
+	Inflight            int64 // QoS 1/2 messages in flight or queued now
+	Subscriptions       int64 // network client subscriptions now
+	IngressRejected     int64 // total publishes Ingress refused
+	AuthFailures        int64 // total CONNECTs refused for bad credentials
+	ACLDenied           int64 // total publishes, subscriptions or deliveries the ACL refused
+	DeliveryWaits       int64 // total publishes that waited for a slow subscriber
+	DeliveryWaitTimeout int64 // total waits that ran out after limits.delivery_wait
+}
+
+// Broker is the embedded MQTT broker. Create it with New, serve with Run
+// (once). Publish, Subscribe, SetAuth, Stats, Ready and Addrs are safe for
+// concurrent use.
+type Broker struct {
+	cfg     Config
+	log     *slog.Logger
+	dataDir string
+	ingress func(*Message) error
+	auth    atomic.Pointer[authPlan]
+	ready   chan struct{}
+
+	srv atomic.Pointer[mqtt.Server] // set by Run; kept afterwards for Stats
+
+	mu       sync.Mutex
+	started  bool
+	addrs    []net.Addr
+	subs     map[int]*inprocSub
+	nextSub  int
+	subsLive bool // in-process subscriptions are installed in srv
+	origins  map[string]*mqtt.Client
+	stopping chan struct{} // closed when Run begins shutting down
+
+	// Publish calls in progress; Run waits for them before closing the store.
+	pubMu   sync.Mutex
+	pubCond *sync.Cond
+	pubs    int
+	running bool
+
+	flows sync.Map // *mqtt.Client → *flow, for connected network clients
+
+	ingressRejected, authFailures, aclDenied, deliveryWaits, deliveryTimeouts atomic.Int64
+}
+
+type inprocSub struct {
+	filter string
+	fn     func(Message)
+}
+
+// New validates cfg (after filling its defaults) and wires a Broker. It starts
+// nothing and touches no files.
+func New(cfg Config, opts Options) (*Broker, error) {
+	if opts.Logger == nil {
+		return nil, errors.New("broker: Options.Logger is required")
+	}
+	if opts.DataDir == "" {
+		return nil, errors.New("broker: Options.DataDir is required")
+	}
+	cfg.Listeners = append([]ListenerConfig(nil), cfg.Listeners...)
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("broker config: %w", err)
+	}
+	b := &Broker{
+		cfg:      cfg,
+		log:      opts.Logger.With("component", "broker"),
+		dataDir:  opts.DataDir,
+		ingress:  opts.Ingress,
+		ready:    make(chan struct{}),
+		subs:     map[int]*inprocSub{},
+		origins:  map[string]*mqtt.Client{},
+		stopping: make(chan struct{}),
+	}
+	b.pubCond = sync.NewCond(&b.pubMu)
+	b.auth.Store(compileAuth(cfg.Auth))
+	return b, nil
+}
+
+// Ready is closed once the store is open and every listener is bound.
+func (b *Broker) Ready() <-chan struct{} { return b.ready }
+
+// Addrs returns the bound listener addresses in configuration order; nil
+// before Ready.
+func (b *Broker) Addrs() []net.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]net.Addr(nil), b.addrs...)
+}
+
+// Run opens the store, binds every listener (failing if any cannot be bound),
+// serves until ctx is done, then disconnects clients, closes listeners and
+// the store, and returns once every goroutine it started has returned. Run
+// may be called once.
+func (b *Broker) Run(ctx context.Context) error {
+	b.mu.Lock()
+	if b.started {
+		b.mu.Unlock()
+		return errors.New("broker: Run called twice")
+	}
+	b.started = true
+	b.mu.Unlock()
+
+	dir := filepath.Join(b.dataDir, "broker")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("broker: create data dir: %w", err)
+	}
+
+	watch := newLoopWatch(b.log.Handler())
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities:           b.capabilities(),
+		Logger:                 slog.New(watch),
+		SysTopicResendInterval: int64(b.cfg.SysInterval / time.Second),
+		InlineClient:           true,
+	})
+	b.srv.Store(srv)
+
+	if err := srv.AddHook(&policy{b: b}, nil); err != nil {
+		return fmt.Errorf("broker: add policy hook: %w", err)
+	}
+	store := newPersistHook()
+	if err := srv.AddHook(store, filepath.Join(dir, "broker.db")); err != nil {
+		return fmt.Errorf("broker: open store %s: %w", filepath.Join(dir, "broker.db"), err)
+	}
+
+	ls := make([]*listener, 0, len(b.cfg.Listeners))
+	for i, lc := range b.cfg.Listeners {
+		l, err := bindListener(fmt.Sprintf("%s-%d", lc.Type, i), lc, b.log)
+		if err != nil {
+			shutdownListeners(ls)
+			_ = srv.Close()
+			return fmt.Errorf("broker: %w", err)
+		}
+		ls = append(ls, l)
+	}
+	if err := srv.Serve(); err != nil { // loads the store, starts mochi's event loop
+		shutdownListeners(ls)
+		_ = srv.Close()
+		return fmt.Errorf("broker: start: %w", err)
+	}
+
+	b.mu.Lock()
+	for _, l := range ls {
+		b.addrs = append(b.addrs, l.ln.Addr())
+	}
+	pending := make(map[int]*inprocSub, len(b.subs))
+	for id, s := range b.subs {
+		pending[id] = s
+	}
+	b.subsLive = true
+	b.mu.Unlock()
+	for id, s := range pending {
+		b.installSub(srv, id, s)
+	}
+	b.pubMu.Lock()
+	b.running = true
+	b.pubMu.Unlock()
+
+	for _, l := range ls {
+		l.start(srv.EstablishConnection)
+		b.log.Info("listening", "type", l.kind, "address", l.ln.Addr().String())
+	}
+	b.warnAnonymous(b.auth.Load())
+	close(b.ready)
+
+	<-ctx.Done()
+
+	close(b.stopping) // wakes publishes waiting for slow subscribers
+	b.pubMu.Lock()
+	b.running = false
+	for b.pubs > 0 { // in-process Publish calls finish before the store closes
+		b.pubCond.Wait()
+	}
+	b.pubMu.Unlock()
+	for _, l := range ls {
+		l.stopAccepting()
+	}
+	for _, cl := range srv.Clients.GetAll() {
+		if !cl.Net.Inline && cl.Net.Conn != nil && !cl.Closed() {
+			_ = srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
+	for _, l := range ls {
+		l.closeConns()
+	}
+	_ = srv.Close() // stops hooks: closes the store
+	<-watch.halted  // mochi's event loop goroutine has returned
+	b.log.Info("stopped")
+	return nil
+}
+
+func (b *Broker) capabilities() *mqtt.Capabilities {
+	l := b.cfg.Limits
+	c := mqtt.NewDefaultServerCapabilities()
+	c.MaximumClients = int64(l.MaxClients)
+	c.MaximumPacketSize = uint32(l.MaxPacketSize)
+	c.ReceiveMaximum = uint16(l.ReceiveMaximum)
+	c.MaximumInflight = uint16(l.MaxInflight)
+	c.MaximumClientWritesPending = int32(l.MaxQueuedMessages)
+	c.MaximumSessionExpiryInterval = uint32(l.MaxSessionExpiry / time.Second)
+	c.MaximumMessageExpiryInterval = int64(l.MaxMessageExpiry / time.Second)
+	c.TopicAliasMaximum = uint16(l.TopicAliasMaximum)
+	c.Compatibilities.NoInheritedPropertiesOnAck = true // no user properties on PUBACK/PUBREC/PUBCOMP
+	return c
+}
+
+func (b *Broker) warnAnonymous(p *authPlan) {
+	if !p.anonymous {
+		return
+	}
+	for _, a := range b.Addrs() {
+		if ta, ok := a.(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+			b.log.Warn("anonymous access is enabled on a non-loopback listener: any host that can reach it may publish and subscribe",
+				"address", a.String())
+		}
+	}
+}
+
+// SetAuth validates and installs new users and ACL on the running (or not yet
+// running) broker. Connected clients stay connected; their next publish,
+// subscription and delivery are checked against the new ACL.
+func (b *Broker) SetAuth(a AuthConfig) error {
+	if errs := a.validate("auth"); len(errs) > 0 {
+		return fmt.Errorf("broker auth: %w", errors.Join(errs...))
+	}
+	p := compileAuth(a)
+	b.auth.Store(p)
+	b.warnAnonymous(p)
+	return nil
+}
+
+// Publish publishes m from inside the process as if a client had sent it:
+// through Ingress first (its error is returned and nothing is delivered),
+// then to matching subscribers, retained if m.Retain. m.Origin names the
+// publisher ("devices", "bridge"; default "local") and is delivered as
+// InProcessPrefix+name. ctx is checked before publishing; a publish that
+// has started runs to completion.
+func (b *Broker) Publish(ctx context.Context, m Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if m.QoS > 2 {
+		return fmt.Errorf("broker publish %s: bad qos %d", m.Topic, m.QoS)
+	}
+	if m.Topic == "" || strings.ContainsAny(m.Topic, "+#\x00") {
+		return fmt.Errorf("broker publish %q: invalid topic name", m.Topic)
+	}
+	if m.Origin == "" {
+		m.Origin = "local"
+	}
+	if !strings.HasPrefix(m.Origin, InProcessPrefix) {
+		m.Origin = InProcessPrefix + m.Origin
+	}
+	m.Username = ""
+
+	b.pubMu.Lock()
+	if !b.running {
+		b.pubMu.Unlock()
+		return ErrNotRunning
+	}
+	b.pubs++
+	b.pubMu.Unlock()
+	defer func() {
+		b.pubMu.Lock()
+		b.pubs--
+		b.pubCond.Broadcast()
+		b.pubMu.Unlock()
+	}()
+	if b.ingress != nil {
+		if err := b.ingress(&m); err != nil {
+			b.ingressRejected.Add(1)
+			return fmt.Errorf("broker publish %s: %w", m.Topic, err)
+		}
+	}
+	srv := b.srv.Load()
+	cl := b.originClient(srv, m.Origin)
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: m.QoS, Retain: m.Retain},
+		TopicName:   m.Topic,
+		Payload:     m.Payload,
+		Properties: packets.Properties{
+			ContentType:           m.ContentType,
+			ResponseTopic:         m.ResponseTopic,
+			CorrelationData:       m.CorrelationData,
+			MessageExpiryInterval: m.MessageExpiry,
+		},
+	}
+	if m.QoS > 0 {
+		pk.PacketID = 1 // required by validation; in-process publishes complete immediately
+	}
+	for _, u := range m.UserProperties {
+		pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: u.Key, Val: u.Value})
+	}
+	if err := srv.InjectPacket(cl, pk); err != nil {
+		return fmt.Errorf("broker publish %s: %w", m.Topic, err)
+	}
+	return nil
+}
+
+// originClient returns the inline mochi client publishing for origin.
+func (b *Broker) originClient(srv *mqtt.Server, origin string) *mqtt.Client {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cl, ok := b.origins[origin]
+	if !ok {
+		cl = srv.NewClient(nil, mqtt.LocalListener, origin, true)
+		cl.Properties.ProtocolVersion = 5 // keep MQTT 5 properties and expiry
+		b.origins[origin] = cl
+	}
+	return cl
+}
+
+// Subscribe registers fn for messages matching filter (wildcards and
+// $share/... allowed) and returns a function that removes it. Retained
+// messages matching filter are delivered to fn before Subscribe returns
+// (when the broker is running; otherwise when Run starts). fn is called
+// synchronously in the publisher's goroutine and must not block for long;
+// it is never called concurrently with itself for the same publisher, but
+// may be for different publishers. The ACL does not apply to in-process
+// subscribers.
+func (b *Broker) Subscribe(filter string, fn func(Message)) (unsubscribe func(), err error) {
+	if fn == nil {
+		return nil, errors.New("broker subscribe: nil handler")
+	}
+	if !validFilter(stripShare(filter)) {
+		return nil, fmt.Errorf("broker subscribe %q: invalid topic filter", filter)
+	}
+	b.mu.Lock()
+	b.nextSub++
+	id := b.nextSub
+	s := &inprocSub{filter: filter, fn: fn}
+	b.subs[id] = s
+	live := b.subsLive
+	b.mu.Unlock()
+	if live {
+		b.installSub(b.srv.Load(), id, s)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			delete(b.subs, id)
+			live := b.subsLive
+			b.mu.Unlock()
+			if live {
+				_ = b.srv.Load().Unsubscribe(filter, id)
+			}
+		})
+	}, nil
+}
+
+// installSub adds an in-process subscription to srv; retained messages are
+// delivered to it now, so b.mu must not be held.
+func (b *Broker) installSub(srv *mqtt.Server, id int, s *inprocSub) {
+	err := srv.Subscribe(s.filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		m := messageFrom(pk)
+		if cl, ok := srv.Clients.Get(pk.Origin); ok {
+			m.Username = string(cl.Properties.Username)
+		}
+		s.fn(m)
+	})
+	if err != nil { // the filter was validated in Subscribe
+		b.log.Error("in-process subscribe failed", "filter", s.filter, "error", err)
+	}
+}
+
+func messageFrom(pk packets.Packet) Message {
+	m := Message{
+		Topic:           pk.TopicName,
+		Payload:         pk.Payload,
+		QoS:             pk.FixedHeader.Qos,
+		Retain:          pk.FixedHeader.Retain,
+		Origin:          pk.Origin,
+		ContentType:     pk.Properties.ContentType,
+		ResponseTopic:   pk.Properties.ResponseTopic,
+		CorrelationData: pk.Properties.CorrelationData,
+		MessageExpiry:   pk.Properties.MessageExpiryInterval,
+	}
+	for _, u := range pk.Properties.User {
+		m.UserProperties = append(m.UserProperties, UserProperty{Key: u.Key, Value: u.Val})
+	}
+	return m
+}
+
+// Stats returns a snapshot of the broker's counters.
+func (b *Broker) Stats() Stats {
+	st := Stats{
+		IngressRejected:     b.ingressRejected.Load(),
+		AuthFailures:        b.authFailures.Load(),
+		ACLDenied:           b.aclDenied.Load(),
+		DeliveryWaits:       b.deliveryWaits.Load(),
+		DeliveryWaitTimeout: b.deliveryTimeouts.Load(),
+	}
+	srv := b.srv.Load()
+	if srv == nil {
+		return st
+	}
+	in := srv.Info.Clone()
+	st.ClientsConnected = in.ClientsConnected
+	st.ClientsMaximum = in.ClientsMaximum
+	st.Sessions = int64(srv.Clients.Len()) - 1 // minus mochi's own inline client
+	st.MessagesReceived = in.MessagesReceived
+	st.MessagesSent = in.MessagesSent
+	st.MessagesDropped = in.MessagesDropped + in.InflightDropped
+	st.BytesReceived = in.BytesReceived
+	st.BytesSent = in.BytesSent
+	st.PacketsReceived = in.PacketsReceived
+	st.PacketsSent = in.PacketsSent
+	st.Retained = int64(srv.Topics.Retained.Len())
+	st.Inflight = in.Inflight
+	st.Subscriptions = in.Subscriptions
+	return st
+}
+
+// loopWatch is the slog handler given to mochi. It lowers mochi's chatty Info
+// lines to Debug and notices when mochi's event loop goroutine (started by
+// Serve and not waited for by Close) has returned, from its last log line.
+type loopWatch struct {
+	slog.Handler
+	halted chan struct{}
+	once   *sync.Once
+}
+
+const loopHaltedMsg = "system event loop halted"
+
+func newLoopWatch(h slog.Handler) *loopWatch {
+	return &loopWatch{Handler: h, halted: make(chan struct{}), once: new(sync.Once)}
+}
+
+func (w *loopWatch) Enabled(ctx context.Context, l slog.Level) bool {
+	return l == slog.LevelDebug || w.Handler.Enabled(ctx, l)
+}
+
+func (w *loopWatch) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == loopHaltedMsg {
+		w.once.Do(func() { close(w.halted) })
+	}
+	if r.Level == slog.LevelInfo {
+		r.Level = slog.LevelDebug
+	}
+	if !w.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return w.Handler.Handle(ctx, r)
+}
+
+func (w *loopWatch) WithAttrs(a []slog.Attr) slog.Handler {
+	return &loopWatch{Handler: w.Handler.WithAttrs(a), halted: w.halted, once: w.once}
+}
+
+func (w *loopWatch) WithGroup(g string) slog.Handler {
+	return &loopWatch{Handler: w.Handler.WithGroup(g), halted: w.halted, once: w.once}
+}

@@ -1,0 +1,236 @@
+package broker
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A minimal MQTT 5 client that pipelines: the load test must measure the
+// broker, not a client library's per-message overhead.
+type rawClient struct {
+	conn net.Conn
+	r    *bufio.Reader
+	wmu  sync.Mutex
+	w    *bufio.Writer
+}
+
+func dialRawClient(t *testing.T, addr, id string, receiveMax uint16) *rawClient {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &rawClient{conn: conn, r: bufio.NewReaderSize(conn, 64<<10), w: bufio.NewWriterSize(conn, 64<<10)}
+	t.Cleanup(func() { _ = conn.Close() })
+	props := []byte{0x21, byte(receiveMax >> 8), byte(receiveMax)} // Receive Maximum
+	body := append(mqttString("MQTT"), 5, 0x02, 0, 60, byte(len(props)))
+	body = append(append(body, props...), mqttString(id)...)
+	c.send(packet(0x10, body), true)
+	if typ, _ := c.read(t); typ>>4 != 2 {
+		t.Fatalf("%s: expected CONNACK, got type %d", id, typ)
+	}
+	return c
+}
+
+func (c *rawClient) send(p []byte, flush bool) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, _ = c.w.Write(p)
+	if flush {
+		_ = c.w.Flush()
+	}
+}
+
+func (c *rawClient) flush() {
+	c.wmu.Lock()
+	_ = c.w.Flush()
+	c.wmu.Unlock()
+}
+
+// read returns the packet type and the rest of the packet after the fixed header.
+func (c *rawClient) read(t *testing.T) (byte, []byte) {
+	h, err := c.r.ReadByte()
+	if err != nil {
+		return 0, nil
+	}
+	n, mul := 0, 1
+	for {
+		b, err := c.r.ReadByte()
+		if err != nil {
+			return 0, nil
+		}
+		n += int(b&0x7f) * mul
+		mul *= 128
+		if b&0x80 == 0 {
+			break
+		}
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return 0, nil
+	}
+	return h, body
+}
+
+func ack(typ byte, id uint16) []byte { return []byte{typ, 2, byte(id >> 8), byte(id)} }
+
+// subscribe subscribes and then receives until stop, acknowledging as a
+// correct MQTT 5 receiver does (QoS 2: a PUBLISH whose packet id has not been
+// released by PUBREL is a duplicate and is not delivered again). deliver is
+// called for every delivered message.
+func (c *rawClient) subscribe(t *testing.T, filter string, qos byte, deliver func(payload []byte)) {
+	t.Helper()
+	body := append([]byte{0, 1, 0}, mqttString(filter)...)
+	c.send(packet(0x82, append(body, qos)), true)
+	if typ, b := c.read(t); typ != 0x90 || b[len(b)-1] != qos {
+		t.Fatalf("SUBACK type %x body %x", typ, b)
+	}
+	go func() {
+		unreleased := map[uint16]bool{}
+		for {
+			h, b := c.read(t)
+			switch h >> 4 {
+			case 0:
+				return // closed
+			case 3: // PUBLISH
+				q := (h >> 1) & 3
+				tl := int(binary.BigEndian.Uint16(b))
+				off := 2 + tl
+				var id uint16
+				if q > 0 {
+					id = binary.BigEndian.Uint16(b[off:])
+					off += 2
+				}
+				pl, n := binary.Uvarint(b[off:]) // property length (varint, small)
+				off += n + int(pl)
+				payload := b[off:]
+				switch q {
+				case 1:
+					deliver(payload)
+					c.send(ack(0x40, id), false)
+				case 2:
+					if !unreleased[id] {
+						unreleased[id] = true
+						deliver(payload)
+					}
+					c.send(ack(0x50, id), false)
+				default:
+					deliver(payload)
+				}
+			case 6: // PUBREL
+				id := binary.BigEndian.Uint16(b)
+				delete(unreleased, id)
+				c.send(ack(0x70, id), false)
+			}
+			if c.r.Buffered() == 0 {
+				c.flush()
+			}
+		}
+	}()
+}
+
+// publishAll publishes n messages with up to window unacknowledged and
+// returns when every one is acknowledged (PUBACK, or PUBCOMP at QoS 2).
+func (c *rawClient) publishAll(t *testing.T, topic string, qos byte, n, window int, payload func(i int) []byte) error {
+	slots := make(chan uint16, window)
+	for i := range window {
+		slots <- uint16(i + 1)
+	}
+	done := make(chan error, 1)
+	go func() {
+		acked := 0
+		for acked < n {
+			h, b := c.read(t)
+			switch h >> 4 {
+			case 0:
+				done <- fmt.Errorf("connection closed after %d acks", acked)
+				return
+			case 4, 7: // PUBACK, PUBCOMP
+				if len(b) > 2 && b[2] >= 0x80 {
+					done <- fmt.Errorf("negative ack 0x%x", b[2])
+					return
+				}
+				acked++
+				slots <- binary.BigEndian.Uint16(b)
+			case 5: // PUBREC
+				c.send(ack(0x62, binary.BigEndian.Uint16(b)), true)
+			}
+		}
+		done <- nil
+	}()
+	for i := range n {
+		id := <-slots
+		body := append(mqttString(topic), byte(id>>8), byte(id), 0) // no properties
+		c.send(packet(0x30|qos<<1, append(body, payload(i)...)), len(slots) == 0 || i == n-1)
+	}
+	c.flush()
+	return <-done
+}
+
+// TestDeliveryAllQoS is the regression test for lost QoS 1/2 messages: four
+// publishers send 10,000 messages each with 100 in flight; one subscriber
+// with Receive Maximum 100 (the case mochi's deferred sending broke) must
+// receive every one, at QoS 2 exactly once.
+func TestDeliveryAllQoS(t *testing.T) {
+	const publishers, perPublisher, window = 4, 10000, 100
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
+			r := start(t, anonCfg(), t.TempDir(), nil)
+			addr := r.addr(0)
+			var (
+				mu   sync.Mutex
+				seen = make(map[uint64]int, publishers*perPublisher)
+				all  = make(chan struct{})
+			)
+			sub := dialRawClient(t, addr, "sub", window)
+			sub.subscribe(t, "load/#", qos, func(p []byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				seen[binary.BigEndian.Uint64(p)]++
+				if len(seen) == publishers*perPublisher && seen[binary.BigEndian.Uint64(p)] == 1 {
+					close(all)
+				}
+			})
+			var wg sync.WaitGroup
+			errs := make(chan error, publishers)
+			for p := range publishers {
+				c := dialRawClient(t, addr, fmt.Sprintf("pub%d", p), 65535)
+				wg.Go(func() {
+					errs <- c.publishAll(t, fmt.Sprintf("load/%d", p), qos, perPublisher, window, func(i int) []byte {
+						return binary.BigEndian.AppendUint64(nil, uint64(p)<<32|uint64(i))
+					})
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatalf("publisher: %v", err)
+				}
+			}
+			select {
+			case <-all:
+			case <-time.After(time.Minute):
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != publishers*perPublisher {
+				t.Fatalf("received %d distinct messages, want %d; stats %+v", len(seen), publishers*perPublisher, r.Stats())
+			}
+			for k, n := range seen {
+				if qos == 2 && n != 1 {
+					t.Fatalf("QoS 2 message %x delivered %d times", k, n)
+				}
+			}
+			if st := r.Stats(); st.MessagesDropped != 0 {
+				t.Errorf("Stats.MessagesDropped = %d, want 0", st.MessagesDropped)
+			}
+		})
+	}
+}

@@ -1,0 +1,386 @@
+package broker
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// policy is the mochi hook carrying fieldgate's rules: authentication and
+// ACL, reserved client ids, the MQTT 5 keepalive limit, Ingress, delivery
+// flow control, shared-subscription selection and two MQTT 3.1.1 fixes.
+//
+// Delivery flow control (why QoS 1/2 messages were lost). mochi limits the
+// QoS 1/2 messages in flight to a client to the client's Receive Maximum;
+// beyond it a message is parked in the in-flight map and sent later, one per
+// packet the client sends. That deferred path deletes the message from the
+// in-flight map as soon as it is written. The packet id is then free while
+// the client still holds the QoS 2 flow open, so a later message reuses it and
+// the client discards it as a duplicate of an unreleased id (MQTT-4.3.3); the
+// PUBACK of a deferred QoS 1 message finds nothing and never returns its send
+// quota, so the client eventually stalls with messages parked until they
+// expire. Further, a subscriber that falls behind its publishers loses QoS
+// 1/2 messages once its in-flight map (max_inflight) or its write queue
+// (max_queued_messages) is full.
+//
+// The policy therefore disables mochi's send quota for every client and
+// applies back-pressure instead: before a QoS 1/2 publish is acknowledged
+// (in OnPublish, after Ingress), it waits until every connected subscriber
+// that will receive it at QoS 1/2 has fewer in-flight messages than the
+// smaller of its Receive Maximum and max_inflight. Publishers are slowed to
+// the pace of their subscribers rather than messages being dropped. A wait
+// is bounded by limits.delivery_wait (then the message is delivered and a
+// subscriber that is still full drops it, counted in Stats); a client is
+// never made to wait for itself. Several publishers can pass the check at
+// the same moment, so a subscriber may briefly hold as many as that many
+// messages over its Receive Maximum.
+type policy struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+// flow is the delivery state of one connected network client.
+type flow struct {
+	limit int // in-flight QoS 1/2 messages allowed towards the client
+	mu    sync.Mutex
+	wake  chan struct{} // closed on the next completion; nil if nobody waits
+}
+
+func (f *flow) signal() {
+	f.mu.Lock()
+	if f.wake != nil {
+		close(f.wake)
+		f.wake = nil
+	}
+	f.mu.Unlock()
+}
+
+func (f *flow) waitCh() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.wake == nil {
+		f.wake = make(chan struct{})
+	}
+	return f.wake
+}
+
+func (h *policy) ID() string { return "fieldgate-policy" }
+
+func (h *policy) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnConnectAuthenticate,
+		mqtt.OnACLCheck,
+		mqtt.OnConnect,
+		mqtt.OnSessionEstablish,
+		mqtt.OnDisconnect,
+		mqtt.OnPacketRead,
+		mqtt.OnPacketEncode,
+		mqtt.OnPublish,
+		mqtt.OnQosComplete,
+		mqtt.OnQosDropped,
+		mqtt.OnSelectSubscribers,
+		mqtt.OnWill,
+		mqtt.OnClientExpired,
+	}, []byte{b})
+}
+
+func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	ok := h.b.auth.Load().authenticate(string(pk.Connect.Username), pk.Connect.Password)
+	if !ok {
+		h.b.authFailures.Add(1)
+		h.b.log.Info("connection refused: bad credentials", "client", cl.ID, "username", string(pk.Connect.Username), "remote", cl.Net.Remote)
+	}
+	return ok
+}
+
+func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	ok := h.b.auth.Load().allowed(string(cl.Properties.Username), cl.ID, topic, write)
+	if !ok {
+		h.b.aclDenied.Add(1)
+	}
+	return ok
+}
+
+// OnPacketRead answers a CONNECT with a bad protocol name or level the MQTT
+// 3.1.1 way, CONNACK return code 0x01, instead of mochi's MQTT 5 code 0x82
+// that 3.1.1 devices cannot parse. MQTT 5 CONNECTs are left to mochi.
+func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Connect || pk.ProtocolVersion == 5 {
+		return pk, nil
+	}
+	name := string(pk.Connect.ProtocolName)
+	if (name == "MQTT" && pk.ProtocolVersion == 4) || (name == "MQIsdp" && pk.ProtocolVersion == 3) {
+		return pk, nil
+	}
+	_ = cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Connack},
+		ReasonCode:  packets.Err3UnsupportedProtocolVersion.Code,
+	})
+	return pk, packets.ErrRejectPacket // ends the connection
+}
+
+// OnPacketEncode suppresses DISCONNECT packets to MQTT 3.1.1 clients (3.1.1
+// has no server DISCONNECT; mochi sends one on session take-over, refused
+// publishes and shutdown): the connection is just closed. An encode of
+// packet type 0 fails, so nothing is written.
+func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Disconnect && cl.Properties.ProtocolVersion < 5 {
+		pk.FixedHeader.Type = packets.Reserved
+	}
+	return pk
+}
+
+func (h *policy) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if strings.HasPrefix(cl.ID, InProcessPrefix) || cl.ID == mqtt.InlineClientId {
+		_ = h.srv().SendConnack(cl, packets.ErrClientIdentifierNotValid, false, nil)
+		return packets.ErrClientIdentifierNotValid
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		maxKA := uint16(h.b.cfg.Limits.MaxKeepalive / time.Second)
+		if cl.State.Keepalive == 0 || cl.State.Keepalive > maxKA {
+			cl.State.Keepalive = maxKA
+			cl.State.ServerKeepalive = true // announced in CONNACK
+		}
+	}
+	return nil
+}
+
+// OnSessionEstablish runs after authentication, before the session is
+// inherited and CONNACK is sent: it takes over flow control from mochi.
+func (h *policy) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	limit := int(cl.Properties.Props.ReceiveMaximum) // already capped at max_inflight
+	if limit == 0 {
+		limit = h.b.cfg.Limits.MaxInflight // absent: 65535 by the spec
+	}
+	cl.Properties.Props.ReceiveMaximum = 0 // mochi resets the send quota from this on take-over
+	cl.State.Inflight.ResetSendQuota(0)    // 0 disables mochi's deferred sending
+	if old, loaded := h.b.flows.Swap(cl, &flow{limit: limit}); loaded {
+		old.(*flow).signal()
+	}
+}
+
+func (h *policy) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if f, ok := h.b.flows.LoadAndDelete(cl); ok {
+		f.(*flow).signal()
+	}
+}
+
+func (h *policy) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.signal(cl) }
+
+func (h *policy) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.signal(cl) }
+
+func (h *policy) signal(cl *mqtt.Client) {
+	if f, ok := h.b.flows.Load(cl); ok {
+		f.(*flow).signal()
+	}
+}
+
+// OnClientExpired also drops the expired session's subscriptions and queued
+// messages (mochi only forgets the client), so the store is cleaned too.
+func (h *policy) OnClientExpired(cl *mqtt.Client) {
+	h.srv().UnsubscribeClient(cl)
+	cl.ClearInflights()
+}
+
+func (h *policy) srv() *mqtt.Server { return h.b.srv.Load() }
+
+// OnPublish runs for every accepted publish before it is acknowledged or
+// delivered: Ingress for network clients (in-process Publish calls Ingress
+// itself), then back-pressure.
+func (h *policy) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !cl.Net.Inline && h.b.ingress != nil {
+		m := messageFrom(pk)
+		m.Origin = cl.ID
+		m.Username = string(cl.Properties.Username)
+		if err := h.b.ingress(&m); err != nil {
+			return pk, h.reject(cl, pk, err)
+		}
+	}
+	if pk.FixedHeader.Qos > 0 {
+		h.waitForRoom(cl, pk.TopicName)
+	}
+	return pk, nil
+}
+
+// reject answers a publish that Ingress refused (see Options.Ingress).
+func (h *policy) reject(cl *mqtt.Client, pk packets.Packet, err error) error {
+	h.b.ingressRejected.Add(1)
+	switch {
+	case pk.FixedHeader.Qos == 0:
+		h.b.log.Debug("qos 0 publish dropped by ingress", "client", cl.ID, "topic", pk.TopicName, "error", err)
+	case cl.Properties.ProtocolVersion == 5:
+		code := packets.ErrUnspecifiedError
+		if errors.Is(err, ErrQuotaExceeded) {
+			code = packets.ErrQuotaExceeded
+		}
+		ack := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Puback},
+			PacketID:    pk.PacketID,
+			ReasonCode:  code.Code,
+			Properties:  packets.Properties{ReasonString: code.Reason},
+		}
+		if pk.FixedHeader.Qos == 2 {
+			ack.FixedHeader.Type = packets.Pubrec // ends the QoS 2 flow [MQTT-4.3.3-4]
+		}
+		h.b.log.Debug("publish refused by ingress", "client", cl.ID, "topic", pk.TopicName, "reason", code.Code, "error", err)
+		_ = cl.WritePacket(ack)
+	default:
+		// MQTT 3.1.1 has no negative acknowledgement: close the connection
+		// unacknowledged so the client re-sends after reconnecting. Closing
+		// the socket (not cl.Stop) makes mochi see an abnormal disconnect
+		// and publish the will.
+		h.b.log.Warn("closing MQTT 3.1.1 connection: publish refused by ingress", "client", cl.ID, "topic", pk.TopicName, "error", err)
+		if cl.Net.Conn != nil {
+			_ = cl.Net.Conn.Close()
+		}
+	}
+	return packets.ErrRejectPacket
+}
+
+// waitForRoom blocks until every connected subscriber that will receive a
+// QoS 1/2 message on topic has room in flight (see policy).
+func (h *policy) waitForRoom(pub *mqtt.Client, topic string) {
+	srv := h.srv()
+	subs := srv.Topics.Subscribers(topic)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	deadline := func() <-chan time.Time {
+		if timer == nil {
+			h.b.deliveryWaits.Add(1)
+			timer = time.NewTimer(h.b.cfg.Limits.DeliveryWait)
+		}
+		return timer.C
+	}
+	for id, sub := range subs.Subscriptions {
+		if sub.Qos == 0 {
+			continue
+		}
+		if cl, ok := srv.Clients.Get(id); ok && cl != pub {
+			if !h.waitClients(deadline, cl) {
+				return
+			}
+		}
+	}
+	for _, group := range subs.Shared {
+		var members []*mqtt.Client
+		for id, sub := range group {
+			if cl, ok := srv.Clients.Get(id); ok && sub.Qos > 0 && cl != pub {
+				members = append(members, cl)
+			}
+		}
+		if !h.waitClients(deadline, members...) {
+			return
+		}
+	}
+}
+
+// waitClients waits until one of the clients has room (or is gone). It
+// returns false when the wait timed out or the broker is stopping.
+func (h *policy) waitClients(deadline func() <-chan time.Time, cls ...*mqtt.Client) bool {
+	for {
+		var wake <-chan struct{}
+		for _, cl := range cls {
+			f, ok := h.b.flows.Load(cl)
+			if !ok || cl.Closed() {
+				return true // offline: messages queue in the session
+			}
+			ff := f.(*flow)
+			if cl.State.Inflight.Len() < ff.limit {
+				return true
+			}
+			ch := ff.waitCh() // then check again: a completion may have come in between
+			if cl.State.Inflight.Len() < ff.limit {
+				return true
+			}
+			if wake == nil {
+				wake = ch
+			}
+		}
+		if wake == nil {
+			return true
+		}
+		var poll <-chan time.Time
+		var t *time.Timer
+		if len(cls) > 1 { // wake only follows the first member; poll the rest
+			t = time.NewTimer(20 * time.Millisecond)
+			poll = t.C
+		}
+		ok := true
+		select {
+		case <-wake:
+		case <-poll:
+		case <-deadline():
+			h.b.deliveryTimeouts.Add(1)
+			ok = false
+		case <-h.b.stopping:
+			ok = false
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+// OnSelectSubscribers picks, in each shared-subscription group, the
+// connected member with the fewest messages in flight (mochi picks at
+// random, disconnected members included).
+func (h *policy) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
+	srv := h.srv()
+	for _, group := range subs.Shared {
+		best, bestLoad := "", 0
+		var bestSub packets.Subscription
+		for id, sub := range group {
+			load := 1 << 30
+			if cl, ok := srv.Clients.Get(id); ok && !cl.Closed() {
+				load = cl.State.Inflight.Len()
+			}
+			if best == "" || load < bestLoad {
+				best, bestLoad, bestSub = id, load, sub
+			}
+		}
+		if best == "" {
+			continue
+		}
+		if cur, ok := subs.SharedSelected[best]; ok {
+			bestSub = cur.Merge(bestSub)
+		}
+		subs.SharedSelected[best] = bestSub
+	}
+	return subs
+}
+
+// OnWill hands a will message to Ingress; the will is published locally
+// whatever Ingress returns.
+func (h *policy) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if h.b.ingress == nil {
+		return will, nil
+	}
+	m := Message{
+		Topic:   will.TopicName,
+		Payload: will.Payload,
+		QoS:     will.Qos,
+		Retain:  will.Retain,
+		Origin:  cl.ID,
+	}
+	m.Username = string(cl.Properties.Username)
+	for _, u := range will.User {
+		m.UserProperties = append(m.UserProperties, UserProperty{Key: u.Key, Value: u.Val})
+	}
+	if err := h.b.ingress(&m); err != nil {
+		h.b.ingressRejected.Add(1)
+		h.b.log.Warn("will message refused by ingress; published locally only", "client", cl.ID, "topic", will.TopicName, "error", err)
+	}
+	return will, nil
+}

@@ -1,0 +1,226 @@
+package buffer
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/google/go-cmp/cmp"
+)
+
+// fillStore writes small and large records (large ones go to the value
+// log) and closes the store, so that it has a MANIFEST, an .sst and a .vlog.
+func fillStore(t *testing.T, dir string) {
+	t.Helper()
+	q, err := Open(dir, testConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if _, err := q.Append(context.Background(), bytes.Repeat([]byte{byte(i)}, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 20 {
+		if _, err := q.Append(context.Background(), bytes.Repeat([]byte{byte(i)}, 10000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func oneFile(t *testing.T, dir, pattern string) string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, pattern))
+	if err != nil || len(m) == 0 {
+		t.Fatalf("no %s in %s", pattern, dir)
+	}
+	return m[0]
+}
+
+func truncateFile(t *testing.T, path string, keep func(size int64) int64) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, keep(fi.Size())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func garbleFile(t *testing.T, path string, at func(size int64) int64, n int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := at(int64(len(b)))
+	for i := off; i < off+int64(n) && i < int64(len(b)); i++ {
+		b[i] ^= 0x5a
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCorruptStoreQuarantined damages the store's files; Open must succeed
+// on a fresh store and move the damaged one aside.
+func TestCorruptStoreQuarantined(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+	}{
+		{"manifest truncated", func(t *testing.T, dir string) {
+			truncateFile(t, filepath.Join(dir, "MANIFEST"), func(n int64) int64 { return 5 })
+		}},
+		{"manifest garbled", func(t *testing.T, dir string) {
+			garbleFile(t, filepath.Join(dir, "MANIFEST"), func(int64) int64 { return 0 }, 8)
+		}},
+		{"manifest garbled change", func(t *testing.T, dir string) {
+			garbleFile(t, filepath.Join(dir, "MANIFEST"), func(n int64) int64 { return n - 6 }, 4)
+		}},
+		{"sst truncated", func(t *testing.T, dir string) {
+			truncateFile(t, oneFile(t, dir, "*.sst"), func(n int64) int64 { return n / 2 })
+		}},
+		{"sst index garbled", func(t *testing.T, dir string) {
+			garbleFile(t, oneFile(t, dir, "*.sst"), func(n int64) int64 { return n - 100 }, 40)
+		}},
+		{"vlog tail garbled", func(t *testing.T, dir string) {
+			garbleFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return n - 100 }, 64)
+		}},
+		{"vlog truncated", func(t *testing.T, dir string) {
+			truncateFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return n / 2 })
+		}},
+		{"vlog garbled", func(t *testing.T, dir string) {
+			garbleFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return n / 2 }, 64)
+		}},
+		{"sst missing", func(t *testing.T, dir string) {
+			if err := os.Remove(oneFile(t, dir, "*.sst")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "buffer")
+			fillStore(t, dir)
+			tc.damage(t, dir)
+			q := openTest(t, dir, testConfig())
+			st := q.Stats()
+			moved, _ := filepath.Glob(dir + ".corrupt-*")
+			if st.Quarantined != 1 || len(moved) != 1 {
+				recs := readAll(t, q, 0)
+				t.Fatalf("not quarantined: stats %+v, moved %v, %d records readable", st, moved, len(recs))
+			}
+			if st.Messages != 0 || st.LastSeq != 0 {
+				t.Errorf("fresh store not empty: %+v", st)
+			}
+			if s, err := q.Append(context.Background(), []byte("x")); err != nil || s != 1 {
+				t.Errorf("Append on the fresh store = %d, %v", s, err)
+			}
+			if _, err := os.Stat(filepath.Join(moved[0], "MANIFEST")); err != nil {
+				t.Errorf("moved store incomplete: %v", err)
+			}
+		})
+	}
+}
+
+// TestMetadataRebuilt removes or damages the metadata key: Open rebuilds it
+// with one scan and loses nothing.
+func TestMetadataRebuilt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		do   func(txn *badger.Txn) error
+	}{
+		{"missing", func(txn *badger.Txn) error { return txn.Delete(metaKey) }},
+		{"garbled", func(txn *badger.Txn) error { return txn.Set(metaKey, []byte("garbage")) }},
+		{"behind the keys", func(txn *badger.Txn) error {
+			return txn.Set(metaKey, encodeMeta(meta{lastSeq: 3, head: 0, count: 3, bytes: 3 * RecordOverhead}))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			q, err := Open(dir, testConfig(), testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendN(t, q, 0, 10)
+			if err := q.Ack(1, 2); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			db, err := badger.Open(badgerOptions(dir, testLogger(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Update(tc.do); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			q = openTest(t, dir, testConfig())
+			st := q.Stats()
+			want := Stats{Messages: 8, Bytes: 8 * uint64(len(payload(0))+RecordOverhead), LastSeq: 10, Head: 2, Rebuilt: 1}
+			got := Stats{Messages: st.Messages, Bytes: st.Bytes, LastSeq: st.LastSeq, Head: st.Head, Rebuilt: st.Rebuilt}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("stats (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(seqRange(3, 10), seqsOf(readAll(t, q, 0))); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			if s, err := q.Append(context.Background(), []byte("x")); err != nil || s != 11 {
+				t.Errorf("Append = %d, %v; want 11", s, err)
+			}
+		})
+	}
+}
+
+// TestCorruptRecordDropped stores a record whose checksum does not match:
+// Read skips it and counts it.
+func TestCorruptRecordDropped(t *testing.T) {
+	dir := t.TempDir()
+	q, err := Open(dir, testConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, q, 0, 3)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := badger.Open(badgerOptions(dir, testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		v := encodeRecordValue(q.now(), payload(1))
+		v[len(v)-1] ^= 1
+		return txn.Set(recordKey(2, len(payload(1))), v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = openTest(t, dir, testConfig())
+	if diff := cmp.Diff([]uint64{1, 3}, seqsOf(readAll(t, q, 0))); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if st := q.Stats(); st.Dropped.Corrupt != 1 || st.Messages != 2 {
+		t.Errorf("stats = %+v; want 1 corrupt drop, 2 messages", st)
+	}
+	if err := q.Ack(1, 3); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Messages != 0 || st.Bytes != 0 || st.Head != 3 {
+		t.Errorf("stats after acking the rest = %+v", st)
+	}
+}

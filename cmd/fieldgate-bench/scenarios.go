@@ -1,0 +1,469 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Metric names read from the gateway's /metrics. They are constants so a
+// rename in the gateway is a one-line fix here; when a name is absent the
+// bench falls back to the first metric whose name contains the hint.
+const (
+	metricBacklog = "fieldgate_buffer_messages"
+	hintBacklog   = "buffer_messages"
+	metricPolls   = "fieldgate_device_polls_total"
+	hintPolls     = "polls_total"
+)
+
+// result is one measurement of one target. Rate is the scenario's headline
+// number: delivered messages/s for throughput, acknowledged publishes/s for
+// ingest, messages/s arriving upstream for drain, polls/s for modbus.
+type result struct {
+	Scenario      string             `json:"scenario"`
+	Target        string             `json:"target"`
+	Publishers    int                `json:"publishers,omitempty"`
+	Subscribers   int                `json:"subscribers,omitempty"`
+	QoS           int                `json:"qos"`
+	Window        int                `json:"window,omitempty"`
+	Published     int64              `json:"published"`
+	Acked         int64              `json:"acked"`
+	Expected      int64              `json:"expected_deliveries"`
+	Delivered     int64              `json:"delivered_unique"`
+	Duplicates    int64              `json:"duplicates"`
+	Seconds       float64            `json:"seconds"`
+	Rate          float64            `json:"rate_per_s"`
+	DeliveryRatio float64            `json:"delivery_ratio"`
+	CPUSeconds    float64            `json:"cpu_seconds"`
+	CPUPerMsg     float64            `json:"cpu_seconds_per_msg"`
+	PeakRSS       int64              `json:"peak_rss_bytes"`
+	Extra         map[string]float64 `json:"extra,omitempty"`
+	Note          string             `json:"note,omitempty"`
+	Error         string             `json:"error,omitempty"`
+}
+
+// shape is a publishers → subscribers pattern; every subscriber receives
+// every publisher's messages.
+type shape struct {
+	name       string
+	pubs, subs int
+}
+
+var shapes = []shape{{"2x2", 2, 2}, {"1x10", 1, 10}, {"4x1", 4, 1}}
+
+// loadSpec is the load of one throughput, ingest or fill run.
+type loadSpec struct {
+	pubs, subs int
+	qos        byte
+	window     int           // per publisher
+	messages   int64         // total publishes, split over publishers; 0 with duration
+	duration   time.Duration // publish for this long instead of a count
+	payload    int
+	topic      string // publisher i publishes to topic+"/p<i>"
+	subFilter  string
+	idle       time.Duration // give up waiting for deliveries after this long without one
+}
+
+// loadRun is the outcome of driving a load against one broker address.
+type loadRun struct {
+	published, acked int64
+	pubAcked         []*tracker // per publisher: acknowledged seqs (QoS ≥ 1)
+	pubSent          []int64
+	subs             []*tracker
+	start, lastAck   time.Time
+	pubDone          time.Time
+}
+
+// drive connects publishers, publishes and waits for every
+// acknowledgement. Subscribers are the caller's (driveAndWait).
+func drive(ctx context.Context, addr string, s loadSpec, tag string) (*loadRun, error) {
+	run := &loadRun{}
+	pubs := make([]*client, s.pubs)
+	for i := range pubs {
+		c, err := dial(ctx, dialOpts{addr: addr, clientID: fmt.Sprintf("%s-pub%d", tag, i), clean: true, window: s.window})
+		if err != nil {
+			for _, p := range pubs[:i] {
+				p.close()
+			}
+			return nil, err
+		}
+		pubs[i] = c
+	}
+	run.pubSent = make([]int64, s.pubs)
+	per := s.messages / int64(s.pubs)
+	var deadline time.Time
+	run.start = time.Now()
+	if s.duration > 0 {
+		deadline = run.start.Add(s.duration)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, s.pubs)
+	for i, c := range pubs {
+		wg.Go(func() {
+			p := newPublisher(c, uint32(i), fmt.Sprintf("%s/p%d", s.topic, i), s.qos, s.payload)
+			var seq int64
+			for ; s.duration > 0 || seq < per; seq++ {
+				if s.duration > 0 && seq%256 == 0 && time.Now().After(deadline) {
+					break
+				}
+				if seq >= 1<<31 {
+					break
+				}
+				if err := p.publish(uint32(seq)); err != nil {
+					errs[i] = fmt.Errorf("publisher %d at seq %d: %w", i, seq, err)
+					break
+				}
+			}
+			run.pubSent[i] = seq
+			if errs[i] == nil && s.qos > 0 {
+				errs[i] = c.waitAcked(s.window, 2*time.Minute)
+			} else if errs[i] == nil {
+				errs[i] = c.flush()
+			}
+		})
+	}
+	wg.Wait()
+	run.pubDone = time.Now()
+	for i, c := range pubs {
+		c.close() // for QoS 0 too: the broker reads the stream in order
+		run.published += run.pubSent[i]
+		run.acked += c.ackedN.Load()
+		run.pubAcked = append(run.pubAcked, c.acked)
+		if t := c.acked.last.Load(); t > 0 && time.Unix(0, t).After(run.lastAck) {
+			run.lastAck = time.Unix(0, t)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return run, err
+	}
+	return run, nil
+}
+
+// waitDeliveries waits until the subscribers hold want unique messages in
+// total, or none arrived for idle, and returns the time of the last one.
+func waitDeliveries(ctx context.Context, subs []*tracker, want int64, idle time.Duration) time.Time {
+	var last int64
+	lastChange := time.Now()
+	for {
+		var n int64
+		for _, t := range subs {
+			n += t.unique.Load()
+		}
+		if n >= want {
+			break
+		}
+		if n != last {
+			last, lastChange = n, time.Now()
+		} else if time.Since(lastChange) > idle {
+			break
+		}
+		if waitCtx(ctx, 5*time.Millisecond) != nil {
+			break
+		}
+	}
+	var end int64
+	for _, t := range subs {
+		end = max(end, t.last.Load())
+	}
+	return time.Unix(0, end)
+}
+
+// throughput measures one publishers → subscribers run on broker b.
+func throughput(ctx context.Context, b *broker, name string, s loadSpec) result {
+	r := result{Scenario: name, Target: b.kind, Publishers: s.pubs, Subscribers: s.subs, QoS: int(s.qos), Window: s.window}
+	cpu0, err := b.cpuSeconds()
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	rs := sampleRSS(b.p.pid(), 100*time.Millisecond)
+	run, end, err := driveAndWait(ctx, b.addr, s, b.kind)
+	r.PeakRSS = peakRSS(b, rs)
+	cpu1, cerr := b.cpuSeconds()
+	if err != nil {
+		r.Error = err.Error()
+	}
+	if run == nil {
+		return r
+	}
+	if cerr != nil && r.Error == "" {
+		r.Error = cerr.Error()
+	}
+	r.Published, r.Acked = run.published, run.acked
+	r.Expected = run.published * int64(s.subs)
+	for _, t := range run.subs {
+		r.Delivered += t.unique.Load()
+		r.Duplicates += t.dups.Load()
+	}
+	if r.Expected > 0 {
+		r.DeliveryRatio = float64(r.Delivered) / float64(r.Expected)
+	}
+	if el := end.Sub(run.start).Seconds(); el > 0 && r.Delivered > 0 {
+		r.Seconds = el
+		r.Rate = float64(r.Delivered) / el
+	}
+	r.CPUSeconds = cpu1 - cpu0
+	if r.Delivered > 0 {
+		r.CPUPerMsg = r.CPUSeconds / float64(r.Delivered)
+	}
+	return r
+}
+
+// driveAndWait runs drive with its subscribers kept open until deliveries
+// settle.
+func driveAndWait(ctx context.Context, addr string, s loadSpec, tag string) (*loadRun, time.Time, error) {
+	var subs []*client
+	defer func() {
+		for _, c := range subs {
+			c.close()
+		}
+	}()
+	var trackers []*tracker
+	for i := range s.subs {
+		tr := newTracker()
+		c, err := dial(ctx, dialOpts{addr: addr, clientID: fmt.Sprintf("%s-sub%d", tag, i), clean: true, recv: tr})
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		subs = append(subs, c)
+		if err := c.subscribe(s.subFilter, s.qos); err != nil {
+			return nil, time.Time{}, err
+		}
+		trackers = append(trackers, tr)
+	}
+	ps := s
+	ps.subs = 0
+	run, err := drive(ctx, addr, ps, tag)
+	if run == nil {
+		return nil, time.Time{}, err
+	}
+	run.subs = trackers
+	end := waitDeliveries(ctx, trackers, run.published*int64(len(trackers)), s.idle)
+	if len(trackers) == 0 {
+		end = run.lastAck
+	}
+	return run, end, err
+}
+
+// peakRSS stops the sampler and returns the larger of its peak and the
+// process's VmHWM (each scenario runs on a fresh process, so VmHWM is the
+// scenario's own peak, including spikes between samples).
+func peakRSS(b *broker, rs *rssSampler) int64 {
+	peak := rs.finish()
+	if _, hwm, err := procMem(b.p.pid()); err == nil {
+		peak = max(peak, hwm)
+	}
+	return peak
+}
+
+// ingest measures acknowledged publishes/s with no subscriber.
+func ingest(ctx context.Context, b *broker, s loadSpec) result {
+	r := result{Scenario: "ingest", Target: b.kind, Publishers: s.pubs, QoS: int(s.qos), Window: s.window}
+	cpu0, err := b.cpuSeconds()
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	rs := sampleRSS(b.p.pid(), 100*time.Millisecond)
+	run, err := drive(ctx, b.addr, s, b.kind)
+	r.PeakRSS = peakRSS(b, rs)
+	cpu1, _ := b.cpuSeconds()
+	if err != nil {
+		r.Error = err.Error()
+	}
+	if run == nil {
+		return r
+	}
+	r.Published, r.Acked = run.published, run.acked
+	r.CPUSeconds = cpu1 - cpu0
+	if el := run.lastAck.Sub(run.start).Seconds(); el > 0 {
+		r.Seconds = el
+		r.Rate = float64(r.Acked) / el
+	}
+	if r.Acked > 0 {
+		r.CPUPerMsg = r.CPUSeconds / float64(r.Acked)
+	}
+	if b.kind == "mosquitto" {
+		r.Note = "no persistence: not durable, for reference only"
+	}
+	return r
+}
+
+// metricValue finds name (or, failing that, the first metric containing
+// hint) in a scrape.
+func metricValue(m map[string]float64, name, hint string) (float64, string, bool) {
+	if v, ok := m[name]; ok {
+		return v, name, true
+	}
+	for k, v := range m {
+		if containsFold(k, hint) {
+			return v, k, true
+		}
+	}
+	return 0, "", false
+}
+
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// drain fills the gateway's buffer with the upstream down, then lets the
+// upstream in and times the backlog's arrival there.
+func drain(ctx context.Context, o *options, dir string) result {
+	r := result{Scenario: "drain", Target: "gateway", QoS: 1}
+	fail := func(err error) result { r.Error = err.Error(); return r }
+	up, err := startMosquitto(o.mosquitto, filepath.Join(dir, "upstream"), o.host, o.mosqInflight)
+	if err != nil {
+		return fail(fmt.Errorf("upstream: %w", err))
+	}
+	defer up.stop()
+	pport, err := freePort(o.host)
+	if err != nil {
+		return fail(err)
+	}
+	px, err := newProxy(fmt.Sprintf("%s:%d", o.host, pport), up.addr)
+	if err != nil {
+		return fail(err)
+	}
+	defer px.cut()
+	gw, err := startGateway(o.gateway, filepath.Join(dir, "gateway"), o.host, gatewaySpec{upstream: px.addr, forward: "drain/#"})
+	if err != nil {
+		return fail(err)
+	}
+	defer gw.stop()
+	upTr := newTracker()
+	upSub, err := dial(ctx, dialOpts{addr: up.addr, clientID: "drain-upstream", clean: true, recv: upTr})
+	if err != nil {
+		return fail(err)
+	}
+	defer upSub.close()
+	if err := upSub.subscribe("sites/bench/drain/#", 1); err != nil {
+		return fail(err)
+	}
+
+	// Fill.
+	_, idleHWM, _ := procMem(gw.p.pid())
+	rs := sampleRSS(gw.p.pid(), 100*time.Millisecond)
+	spec := loadSpec{pubs: o.ingestPubs, window: ingestInflight / o.ingestPubs, qos: 1, messages: o.drainMessages, payload: o.payload, topic: "drain"}
+	r.Publishers, r.Window = spec.pubs, spec.window
+	run, err := drive(ctx, gw.addr, spec, "fill")
+	fillPeak := rs.finish()
+	if err != nil {
+		return fail(fmt.Errorf("fill: %w", err))
+	}
+	r.Published, r.Acked = run.published, run.acked
+	r.Expected = run.acked
+	r.Extra = map[string]float64{"idle_hwm_bytes": float64(idleHWM), "fill_peak_rss_bytes": float64(fillPeak)}
+	if el := run.lastAck.Sub(run.start).Seconds(); el > 0 {
+		r.Extra["fill_rate_per_s"] = float64(run.acked) / el
+	}
+	m, err := gw.metrics()
+	if err != nil {
+		return fail(err)
+	}
+	backlog, name, ok := metricValue(m, metricBacklog, hintBacklog)
+	if ok {
+		r.Extra["backlog_before"] = backlog
+	} else {
+		r.Note = "no backlog metric (" + metricBacklog + ") on /metrics"
+	}
+
+	// Drain.
+	cpu0, _ := gw.cpuSeconds()
+	rs = sampleRSS(gw.p.pid(), 100*time.Millisecond)
+	t0 := time.Now()
+	if err := px.join(); err != nil {
+		rs.finish()
+		return fail(err)
+	}
+	var first time.Time
+	lastN, lastChange := int64(0), time.Now()
+	for {
+		n := upTr.unique.Load()
+		if first.IsZero() && n > 0 {
+			first = time.Now()
+		}
+		done := n >= run.acked
+		if done && ok {
+			m, err := gw.metrics()
+			if err == nil {
+				v, _, _ := metricValue(m, name, hintBacklog)
+				done = v == 0
+			}
+		}
+		if done {
+			break
+		}
+		if n != lastN {
+			lastN, lastChange = n, time.Now()
+		} else if time.Since(lastChange) > o.idle*3 {
+			r.Error = fmt.Sprintf("drain stalled at %d of %d for %s", n, run.acked, o.idle*3)
+			break
+		}
+		if waitCtx(ctx, 20*time.Millisecond) != nil {
+			r.Error = "interrupted"
+			break
+		}
+	}
+	end := time.Unix(0, upTr.last.Load())
+	r.PeakRSS = max(rs.finish(), fillPeak)
+	r.Extra["drain_peak_rss_bytes"] = float64(r.PeakRSS)
+	cpu1, _ := gw.cpuSeconds()
+	r.CPUSeconds = cpu1 - cpu0
+	r.Delivered, r.Duplicates = upTr.unique.Load(), upTr.dups.Load()
+	if r.Expected > 0 {
+		r.DeliveryRatio = float64(r.Delivered) / float64(r.Expected)
+	}
+	if !first.IsZero() {
+		r.Extra["reconnect_s"] = first.Sub(t0).Seconds()
+		if el := end.Sub(first).Seconds(); el > 0 {
+			r.Seconds = el
+			r.Rate = float64(r.Delivered) / el
+		}
+	}
+	if r.Delivered > 0 {
+		r.CPUPerMsg = r.CPUSeconds / float64(r.Delivered)
+	}
+	return r
+}
+
+// idleRSS starts a target with nothing to do and reads its RSS after settle.
+func idleRSS(ctx context.Context, o *options, kind, dir string) result {
+	r := result{Scenario: "idle", Target: kind}
+	b, err := startTarget(o, kind, dir, gatewaySpec{})
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	defer b.stop()
+	if waitCtx(ctx, o.settle) != nil {
+		r.Error = "interrupted"
+		return r
+	}
+	rss, _, err := procMem(b.p.pid())
+	if err != nil {
+		r.Error = err.Error()
+	}
+	r.PeakRSS = rss
+	return r
+}
+
+// startTarget starts a fresh broker of kind in dir.
+func startTarget(o *options, kind, dir string, s gatewaySpec) (*broker, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("target dir: %w", err)
+	}
+	if kind == "mosquitto" {
+		return startMosquitto(o.mosquitto, dir, o.host, o.mosqInflight)
+	}
+	return startGateway(o.gateway, dir, o.host, s)
+}

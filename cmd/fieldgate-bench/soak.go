@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Soak load: QoS 1 publishers on a forward route (every PUBACKed sequence
+// is recorded) plus a QoS 0 local publisher → subscriber pair, each paced.
+const (
+	soakPubs      = 4
+	soakWindow    = 16
+	soakRate      = 2000 // QoS 1 publishes/s, all publishers together
+	soakLocalRate = 2000 // QoS 0 publishes/s on a local-only topic
+	soakMaxRSSMBh = 8.0  // pooled RSS slope above this (MB/hour) is growth
+	soakWarmup    = time.Minute
+)
+
+// rssSample is one per-period reading of the gateway's RSS; Gen counts the
+// process restarts before it.
+type rssSample struct {
+	At  float64 `json:"at_s"`
+	Age float64 `json:"age_s"` // since this process started
+	RSS int64   `json:"rss_bytes"`
+	Gen int     `json:"gen"`
+}
+
+type soakReport struct {
+	Duration      float64     `json:"duration_s"`
+	Kills         int         `json:"kills"`
+	Flaps         int         `json:"flaps"`
+	Published     int64       `json:"published_qos1"`
+	Acked         int64       `json:"acked_qos1"`
+	Received      int64       `json:"received_upstream_unique"`
+	Duplicates    int64       `json:"duplicates_upstream"`
+	Missing       int64       `json:"missing_acked"`
+	MissingSample []string    `json:"missing_sample,omitempty"`
+	LocalSent     int64       `json:"local_qos0_sent"`
+	LocalRecv     int64       `json:"local_qos0_received"`
+	RSS           []rssSample `json:"rss"`
+	RSSSlopeMBh   float64     `json:"rss_slope_mb_per_hour"`
+	RSSSlopeN     int         `json:"rss_slope_samples"` // samples past warm-up; the slope needs 3
+	RSSNote       string      `json:"rss_note,omitempty"`
+	RSSGrowth     bool        `json:"rss_growth"`
+	Pass          bool        `json:"pass"`
+	Errors        []string    `json:"errors,omitempty"`
+}
+
+// soakPublisher publishes paced QoS 1 messages across gateway restarts,
+// reconnecting as needed, and keeps the union of acknowledged seqs.
+type soakPublisher struct {
+	id    uint32
+	acked *tracker
+	sent  int64
+}
+
+func (sp *soakPublisher) run(ctx context.Context, addr string, qos byte, rate int, topic string) {
+	seq := uint32(0)
+	perTick := max(rate/100, 1)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for ctx.Err() == nil {
+		c, err := dial(ctx, dialOpts{addr: addr, clientID: fmt.Sprintf("soak-%s-%d", topic, sp.id), clean: true, window: soakWindow})
+		if err != nil {
+			_ = waitCtx(ctx, 100*time.Millisecond)
+			continue
+		}
+		p := newPublisher(c, sp.id, fmt.Sprintf("%s/p%d", topic, sp.id), qos, 64)
+		for err == nil {
+			select {
+			case <-ctx.Done():
+				err = ctx.Err()
+				continue
+			case <-t.C:
+			}
+			for range perTick {
+				if err = p.publish(seq); err != nil {
+					break
+				}
+				seq++
+				sp.sent++
+			}
+			if err == nil {
+				err = c.flush()
+			}
+		}
+		if ctx.Err() != nil && qos > 0 {
+			_ = c.waitAcked(soakWindow, 10*time.Second)
+		}
+		c.abort()
+		c.acked.each(func(_, s uint32) { sp.acked.mark(sp.id, s) })
+	}
+}
+
+// soak runs mixed load against the gateway for o.soakDuration while the
+// upstream link flaps and the gateway is killed with SIGKILL and restarted
+// on the same data dir; then it checks that every acknowledged message
+// arrived upstream and that RSS did not grow.
+func soak(ctx context.Context, o *options, dir string, log io.Writer) (*soakReport, error) {
+	rep := &soakReport{}
+	up, err := startMosquitto(o.mosquitto, filepath.Join(dir, "upstream"), o.host, o.mosqInflight)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	defer up.stop()
+	pport, err := freePort(o.host)
+	if err != nil {
+		return nil, err
+	}
+	px, err := newProxy(fmt.Sprintf("%s:%d", o.host, pport), up.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer px.cut()
+	if err := px.join(); err != nil {
+		return nil, err
+	}
+	gw, err := startGateway(o.gateway, filepath.Join(dir, "gateway"), o.host, gatewaySpec{upstream: px.addr, forward: "soak/#"})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { gw.stop() }()
+
+	upTr := newTracker()
+	upSub, err := dial(ctx, dialOpts{addr: up.addr, clientID: "soak-upstream", clean: true, recv: upTr})
+	if err != nil {
+		return nil, err
+	}
+	defer upSub.close()
+	if err := upSub.subscribe("sites/bench/soak/#", 1); err != nil {
+		return nil, err
+	}
+
+	start := time.Now()
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	var wg sync.WaitGroup
+	pubs := make([]*soakPublisher, soakPubs)
+	for i := range pubs {
+		pubs[i] = &soakPublisher{id: uint32(i), acked: newTracker()}
+		wg.Go(func() { pubs[i].run(loadCtx, gw.addr, 1, soakRate/soakPubs, "soak") })
+	}
+	local := &soakPublisher{id: 0, acked: newTracker()}
+	localTr := newTracker()
+	wg.Go(func() { local.run(loadCtx, gw.addr, 0, soakLocalRate, "local") })
+	wg.Go(func() { // the local subscriber reconnects after every kill
+		for loadCtx.Err() == nil {
+			c, err := dial(loadCtx, dialOpts{addr: gw.addr, clientID: "soak-local-sub", clean: true, recv: localTr})
+			if err == nil {
+				if err = c.subscribe("local/#", 0); err == nil {
+					<-c.done
+				}
+				c.abort()
+			}
+			_ = waitCtx(loadCtx, 100*time.Millisecond)
+		}
+	})
+
+	var mu sync.Mutex // guards gw.p across the killer and the sampler
+	gen := 0
+	genStart := time.Now()
+	var errs []string
+	end := start.Add(o.soakDuration)
+	sample := time.NewTicker(o.soakSample)
+	kill := time.NewTicker(o.soakKill)
+	flap := time.NewTicker(o.soakFlap)
+	defer sample.Stop()
+	defer kill.Stop()
+	defer flap.Stop()
+	linkUp := true
+	record := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if rss, _, err := procMem(gw.p.pid()); err == nil {
+			rep.RSS = append(rep.RSS, rssSample{At: time.Since(start).Seconds(), Age: time.Since(genStart).Seconds(), RSS: rss, Gen: gen})
+		}
+	}
+	record()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			errs = append(errs, "interrupted")
+			break loop
+		case <-time.After(time.Until(end)):
+			break loop
+		case <-sample.C:
+			record()
+		case <-flap.C:
+			if linkUp {
+				px.cut()
+			} else if err := px.join(); err != nil {
+				errs = append(errs, err.Error())
+			}
+			linkUp = !linkUp
+			rep.Flaps++
+			fmt.Fprintf(log, "soak %s: upstream link %s\n", time.Since(start).Round(time.Second), map[bool]string{true: "up", false: "down"}[linkUp])
+		case <-kill.C:
+			mu.Lock()
+			gw.p.kill9()
+			rep.Kills++
+			err := gw.restart()
+			gen++
+			genStart = time.Now()
+			mu.Unlock()
+			fmt.Fprintf(log, "soak %s: kill -9 #%d, restarted\n", time.Since(start).Round(time.Second), rep.Kills)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("restart after kill %d: %v", rep.Kills, err))
+				break loop
+			}
+		}
+	}
+	record()
+	stopLoad()
+	wg.Wait()
+	if err := px.join(); err != nil {
+		errs = append(errs, err.Error())
+	}
+
+	for _, p := range pubs {
+		rep.Published += p.sent
+		rep.Acked += p.acked.unique.Load()
+	}
+	rep.LocalSent, rep.LocalRecv = local.sent, localTr.unique.Load()
+	// Wait for the backlog: until every acked message is upstream, or no
+	// progress for a minute (bounded at 15 minutes).
+	missing := func() int64 {
+		var n int64
+		for _, p := range pubs {
+			p.acked.each(func(pub, seq uint32) {
+				if !upTr.has(pub, seq) {
+					n++
+				}
+			})
+		}
+		return n
+	}
+	fmt.Fprintf(log, "soak: load stopped, waiting for %d acknowledged messages upstream\n", rep.Acked)
+	hard := time.Now().Add(15 * time.Minute)
+	last, lastChange := int64(-1), time.Now()
+	for {
+		// upTr is written by upSub's reader; reading the bitmap needs that
+		// reader quiet, so compare counts first and the sets only at the end.
+		n := upTr.unique.Load()
+		if n >= rep.Acked && n == last {
+			break
+		}
+		if n != last {
+			last, lastChange = n, time.Now()
+		} else if time.Since(lastChange) > time.Minute || time.Now().After(hard) {
+			break
+		}
+		if waitCtx(ctx, 500*time.Millisecond) != nil {
+			break
+		}
+	}
+	upSub.close()
+	rep.Received, rep.Duplicates = upTr.unique.Load(), upTr.dups.Load()
+	rep.Missing = missing()
+	if rep.Missing > 0 {
+		for _, p := range pubs {
+			p.acked.each(func(pub, seq uint32) {
+				if !upTr.has(pub, seq) && len(rep.MissingSample) < 20 {
+					rep.MissingSample = append(rep.MissingSample, fmt.Sprintf("p%d#%d", pub, seq))
+				}
+			})
+		}
+	}
+	rep.Duration = time.Since(start).Seconds()
+	// Heap, buffers and caches grow for a while after every start; that is
+	// not a leak, so samples younger than the warm-up are left out.
+	warm := min(soakWarmup, o.soakKill/3)
+	var settled []rssSample
+	for _, s := range rep.RSS {
+		if s.Age >= warm.Seconds() {
+			settled = append(settled, s)
+		}
+	}
+	rep.RSSSlopeN = len(settled)
+	if len(settled) >= 3 {
+		rep.RSSSlopeMBh = pooledSlope(settled)
+		rep.RSSGrowth = rep.RSSSlopeMBh > soakMaxRSSMBh
+	} else {
+		rep.RSSNote = fmt.Sprintf("only %d RSS samples past the %s warm-up: slope not judged", len(settled), warm)
+	}
+	rep.Errors = errs
+	rep.Pass = rep.Missing == 0 && rep.Acked > 0 && !rep.RSSGrowth && len(errs) == 0
+	return rep, nil
+}
+
+// pooledSlope fits RSS against time within each process generation (a
+// restart resets RSS, which is not growth) and returns the common slope in
+// MB per hour; 0 when no generation has two samples.
+func pooledSlope(s []rssSample) float64 {
+	type acc struct{ n, st, sy float64 }
+	means := map[int]*acc{}
+	for _, x := range s {
+		a := means[x.Gen]
+		if a == nil {
+			a = &acc{}
+			means[x.Gen] = a
+		}
+		a.n++
+		a.st += x.At / 3600
+		a.sy += mb(x.RSS)
+	}
+	var num, den float64
+	for _, x := range s {
+		a := means[x.Gen]
+		dt := x.At/3600 - a.st/a.n
+		num += dt * (mb(x.RSS) - a.sy/a.n)
+		den += dt * dt
+	}
+	if den == 0 {
+		return 0
+	}
+	return num / den
+}
+
+func printSoak(w io.Writer, r *soakReport) {
+	if r == nil {
+		fmt.Fprintln(w, "soak: did not start")
+		return
+	}
+	fmt.Fprintf(w, "soak %.0fs: %d kill -9, %d upstream flaps\n", r.Duration, r.Kills, r.Flaps)
+	fmt.Fprintf(w, "  QoS 1 forward: published %d, acked %d, upstream unique %d, duplicates %d, MISSING %d\n",
+		r.Published, r.Acked, r.Received, r.Duplicates, r.Missing)
+	if len(r.MissingSample) > 0 {
+		fmt.Fprintf(w, "  missing (first %d): %v\n", len(r.MissingSample), r.MissingSample)
+	}
+	fmt.Fprintf(w, "  QoS 0 local: sent %d, received %d (QoS 0 across kills may lose)\n", r.LocalSent, r.LocalRecv)
+	fmt.Fprintf(w, "  RSS samples:")
+	for _, s := range r.RSS {
+		fmt.Fprintf(w, " %.0fs:%.1fMB(g%d)", s.At, mb(s.RSS), s.Gen)
+	}
+	if r.RSSNote != "" {
+		fmt.Fprintf(w, "\n  RSS: %s\n", r.RSSNote)
+	} else {
+		fmt.Fprintf(w, "\n  RSS slope within process lifetimes, past warm-up (%d samples): %.2f MB/h (growth above %.0f MB/h)\n", r.RSSSlopeN, r.RSSSlopeMBh, soakMaxRSSMBh)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintln(w, "  error:", e)
+	}
+	fmt.Fprintf(w, "  result: %s\n", map[bool]string{true: "PASS", false: "FAIL"}[r.Pass])
+}

@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/fieldgate/fieldgate/devices"
+)
+
+// Reload re-reads the configuration file and applies what can change on a
+// running gateway: device maps, users and ACLs, and the bridge's forward and
+// subscribe routes. Local client connections, the upstream session and
+// buffered data are kept. Changes to listeners, limits, the upstream
+// connection, the buffer or the gateway section need a restart: they are
+// logged and not applied. An invalid file is rejected as a whole and the
+// running configuration is kept.
+func (g *Gateway) Reload(path string) error {
+	next, err := Load(path, g.drivers)
+	if err != nil {
+		return err
+	}
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	g.mu.Lock()
+	cur, b, br, ready := g.cfg, g.broker, g.bridge, g.ready
+	g.mu.Unlock()
+	if !ready {
+		return errors.New("reload: the gateway is not running")
+	}
+
+	var restart []string
+	differs := func(name string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			restart = append(restart, name)
+		}
+	}
+	differs("gateway", cur.Gateway, next.Gateway)
+	differs("broker.listeners", cur.Broker.Listeners, next.Broker.Listeners)
+	differs("broker.limits", cur.Broker.Limits, next.Broker.Limits)
+	differs("broker.sys_interval", cur.Broker.SysInterval, next.Broker.SysInterval)
+	switch {
+	case (cur.Bridge == nil) != (next.Bridge == nil):
+		restart = append(restart, "bridge")
+	case cur.Bridge != nil:
+		a, b := *cur.Bridge, *next.Bridge
+		a.Forward, a.Subscribe, b.Forward, b.Subscribe = nil, nil, nil, nil
+		differs("bridge (other than routes)", a, b)
+	}
+
+	// Build everything that can fail before changing anything.
+	var set *devices.Set
+	if !reflect.DeepEqual(cur.Devices, next.Devices) {
+		s, err := g.newDevices(next, b)
+		if err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
+		set = s
+	}
+	if err := b.SetAuth(next.Broker.Auth); err != nil {
+		return fmt.Errorf("reload: broker.auth: %w", err)
+	}
+	applied := *cur
+	applied.Broker.Auth = next.Broker.Auth
+	if br != nil && next.Bridge != nil && cur.Bridge != nil {
+		differs("bridge.forward", cur.Bridge.Forward, next.Bridge.Forward)
+		differs("bridge.subscribe", cur.Bridge.Subscribe, next.Bridge.Subscribe)
+	}
+	if set != nil {
+		<-g.devRun.stop()
+		g.devRun.start(set)
+		applied.Devices = next.Devices
+		g.mu.Lock()
+		g.devs = set
+		g.mu.Unlock()
+	}
+	g.mu.Lock()
+	g.cfg = &applied
+	g.mu.Unlock()
+	if len(restart) > 0 {
+		g.log.Warn("configuration reloaded; some changes need a restart and were not applied", "sections", restart)
+	} else {
+		g.log.Info("configuration reloaded", "devices", len(applied.Devices))
+	}
+	return nil
+}
