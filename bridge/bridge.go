@@ -51,7 +51,8 @@ type Options struct {
 	Logger  *slog.Logger   // required
 	// DataDir holds the persisted MQTT 5 session (QoS 2 packet identifiers
 	// and PUBREL state, G5), in <DataDir>/session. Empty: the session is
-	// kept in memory (exactly-once across reconnects, not restarts).
+	// kept in memory (exactly-once across reconnects, not restarts). MQTT 5
+	// only: 3.1.1 connections always start clean.
 	DataDir string
 	// Dial opens the TCP connection to the upstream (TLS and websocket are
 	// layered on top). Default: net.Dialer.DialContext.
@@ -84,13 +85,13 @@ type Bridge struct {
 	started bool
 
 	// Drain state, owned by Run's goroutine (no concurrent access).
-	cursor   uint64    // last seq handed to the upstream
-	maxSent  uint64    // highest seq ever sent (to count resends)
+	cursor     uint64    // last seq handed to the upstream
+	maxSent    uint64    // highest seq ever sent (to count resends)
 	leftover   []*flight // unacknowledged flights of the previous connection
 	firstCon   bool      // a connection has been established in this process
 	resume     bool      // the first connection may resume the persisted session
 	forceClean bool      // the next connection must start a clean session
-	pace     pacer
+	pace       pacer
 
 	st counters
 }
@@ -364,9 +365,11 @@ func (b *Bridge) connect(ctx context.Context) (link, error) {
 	}
 	var l link
 	if b.sess != nil {
-		// The first connection of a process starts clean: the upstream may
-		// hold a session whose packet identifiers this process does not
-		// know. Later ones resume it unless clean_start is set.
+		// The first connection of a process starts clean unless restore
+		// found a persisted session to resume: the upstream may hold a
+		// session whose packet identifiers this process does not know.
+		// Later ones resume the session unless clean_start is set or a
+		// retry forced a clean one.
 		p.cleanStart = u.CleanStart || b.forceClean || (!b.firstCon && !b.resume)
 		if !u.CleanStart {
 			p.expiry = uint32(u.SessionExpiry / time.Second)

@@ -43,27 +43,31 @@ func TestBacklogAfterOutage(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		protocol string
+		qos      byte
 		pubs, n  int
 	}{
-		{"5", 8, 2500},    // 20,000 messages
-		{"3.1.1", 4, 500}, // (e) the same path over MQTT 3.1.1
+		{"5", 1, 16, 1250},   // 20,000 messages
+		{"3.1.1", 1, 4, 500}, // (e) the same path over MQTT 3.1.1
+		{"5", 2, 4, 100},
+		{"3.1.1", 2, 4, 100},
 	} {
-		t.Run("mqtt"+tc.protocol, func(t *testing.T) {
+		t.Run(fmt.Sprintf("mqtt%s-qos%d", tc.protocol, tc.qos), func(t *testing.T) {
 			up := plainMosquitto(t)
 			px := newProxy(t, up)
 			px.setDown(true)
 			q := openQueue(t, buffer.Config{})
 			cfg := testConfig("mqtt://" + px.addr())
 			cfg.Upstream.Protocol = tc.protocol
+			cfg.Forward[0].QoS = tc.qos
 			b := newBridge(t, cfg, q, nil, nil)
 			startBridge(t, b)
 
-			ingestConcurrently(t, b, tc.pubs, tc.n, 1, func(int) string { return "myhome/hall/temperature" })
+			ingestConcurrently(t, b, tc.pubs, tc.n, tc.qos, func(int) string { return "myhome/hall/temperature" })
 			total := tc.pubs * tc.n
 			if s := b.Stats(); s.Connected || s.BacklogMessages != uint64(total) || s.Ingested != uint64(total) {
 				t.Fatalf("while down: connected=%v backlog=%d ingested=%d, want false %d %d", s.Connected, s.BacklogMessages, s.Ingested, total, total)
 			}
-			o := newObserver(t, up, "sites/#", 1)
+			o := newObserver(t, up, "sites/#", tc.qos)
 			px.setDown(false)
 			dups := checkDelivery(t, o, total)
 			waitFor(t, 30*time.Second, "backlog acked", func() bool { return b.Stats().BacklogMessages == 0 })

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -395,7 +394,5 @@ func ingestConcurrently(t testing.TB, b *Bridge, pubs, n int, qos byte, topic fu
 		t.Fatalf("Ingest: %v", err)
 	}
 }
-
-var _ = io.Discard
 
 var testLogLevel = slog.LevelWarn

@@ -8,7 +8,6 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
@@ -154,7 +153,8 @@ func (s *session5) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packets.
 // link5 is an MQTT 5 connection (paho.golang).
 type link5 struct {
 	c       *paho.Client
-	conn    net.Conn
+	conn    net.Conn // the raw connection (abort closes it)
+	wb      *writeBuffer
 	recvMax int
 	present bool
 }
@@ -172,9 +172,10 @@ type connectParams struct {
 }
 
 func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) (*link5, error) {
+	wb := newWriteBuffer(conn)
 	cfg := paho.ClientConfig{
 		ClientID: p.clientID,
-		Conn:     packets.NewThreadSafeConn(conn),
+		Conn:     wb,
 		Session:  s,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			p.onMessage(fromPaho5(pr.Packet))
@@ -202,13 +203,13 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 	}
 	ca, err := c.Connect(ctx, cp)
 	if err != nil {
-		_ = conn.Close()
+		_ = wb.Close()
 		if ca != nil {
 			return nil, fmt.Errorf("connect: CONNACK reason %#x%s: %w", ca.ReasonCode, reasonString(ca), err)
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	l := &link5{c: c, conn: conn, recvMax: 65535, present: ca.SessionPresent}
+	l := &link5{c: c, conn: conn, wb: wb, recvMax: 65535, present: ca.SessionPresent}
 	if ca.Properties != nil && ca.Properties.ReceiveMaximum != nil && *ca.Properties.ReceiveMaximum > 0 {
 		l.recvMax = int(*ca.Properties.ReceiveMaximum)
 	}
@@ -280,11 +281,13 @@ func (l *link5) lost() <-chan struct{} { return l.c.Done() }
 
 func (l *link5) close(graceful bool) {
 	if graceful {
-		_ = l.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		// Disconnect closes the writeBuffer, which flushes the DISCONNECT
+		// (and anything before it) within flushTimeout.
 		_ = l.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
 	}
 	_ = l.conn.Close()
 	<-l.c.Done()
+	_ = l.wb.Close() // waits for the writer goroutine
 }
 
 func (l *link5) abort() { _ = l.conn.Close() }

@@ -64,8 +64,9 @@ func FuzzDecodeRecord(f *testing.F) {
 	})
 }
 
-// A buffer record that does not decode is counted, acked and skipped; the
-// records around it are delivered.
+// A buffer record that does not decode, and one whose message expiry
+// elapsed, are counted, acked and skipped; the records around them are
+// delivered.
 func TestCorruptRecordSkipped(t *testing.T) {
 	t.Parallel()
 	up := plainMosquitto(t)
@@ -79,13 +80,18 @@ func TestCorruptRecordSkipped(t *testing.T) {
 	if _, err := q.Append(ctx, []byte("\x07garbage")); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Ingest(ctx, Message{Topic: "myhome/a", QoS: 1, Payload: []byte("p0:1")}); err != nil {
+	// A message whose MQTT 5 expiry elapsed while buffered is dropped.
+	stale := encodeRecord(&record{Accepted: time.Now().Add(-time.Hour), Msg: Message{Topic: "sites/gw1/myhome/a", QoS: 1, Payload: []byte("p0:99"), MessageExpiry: 60}})
+	if _, err := q.Append(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ingest(ctx, Message{Topic: "myhome/a", QoS: 1, Payload: []byte("p0:1"), MessageExpiry: 3600}); err != nil {
 		t.Fatal(err)
 	}
 	startBridge(t, b)
 	checkDelivery(t, o, 2)
 	waitFor(t, 10*time.Second, "empty backlog", func() bool { return b.Stats().BacklogMessages == 0 })
-	if s := b.Stats(); s.Dropped.Corrupt != 1 || s.Forwarded != 2 {
-		t.Errorf("corrupt=%d forwarded=%d, want 1 and 2", s.Dropped.Corrupt, s.Forwarded)
+	if s := b.Stats(); s.Dropped.Corrupt != 1 || s.Dropped.Expired != 1 || s.Forwarded != 2 {
+		t.Errorf("corrupt=%d expired=%d forwarded=%d, want 1, 1 and 2", s.Dropped.Corrupt, s.Dropped.Expired, s.Forwarded)
 	}
 }

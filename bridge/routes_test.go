@@ -67,94 +67,99 @@ func (l *loopbackLocal) got() []Message {
 // birth/will status and the JSON status document, against mochi.
 func TestSubscribeRoutesAndStatus(t *testing.T) {
 	t.Parallel()
-	srv, addr := startMochi(t)
-	px := newProxy(t, addr)
-	q := openQueue(t, buffer.Config{})
-	cfg := testConfig("mqtt://" + px.addr())
-	// Forwarding everything would send commands straight back up (and
-	// round again) without the Origin rule.
-	cfg.Forward = []ForwardRoute{{Filter: "#", Prefix: "sites/{gateway}/", QoS: 1}}
-	cfg.Subscribe = []SubscribeRoute{{Filter: "sites/{gateway}/cmd/#", StripPrefix: "sites/{gateway}/", Prefix: "local/"}}
-	cfg.StatusInterval = 20 * time.Millisecond
-	cfg.Defaults()
-	local := &loopbackLocal{}
-	b := newBridge(t, cfg, q, local, nil)
-	local.b = b
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run("mqtt"+protocol, func(t *testing.T) {
+			srv, addr := startMochi(t)
+			px := newProxy(t, addr)
+			q := openQueue(t, buffer.Config{})
+			cfg := testConfig("mqtt://" + px.addr())
+			cfg.Upstream.Protocol = protocol
+			// Forwarding everything would send commands straight back up (and
+			// round again) without the Origin rule.
+			cfg.Forward = []ForwardRoute{{Filter: "#", Prefix: "sites/{gateway}/", QoS: 1}}
+			cfg.Subscribe = []SubscribeRoute{{Filter: "sites/{gateway}/cmd/#", StripPrefix: "sites/{gateway}/", Prefix: "local/"}}
+			cfg.StatusInterval = 20 * time.Millisecond
+			cfg.Defaults()
+			local := &loopbackLocal{}
+			b := newBridge(t, cfg, q, local, nil)
+			local.b = b
 
-	status := newObserver(t, addr, "sites/gw1/status", 1)
-	doc := newObserver(t, addr, "sites/gw1/status/bridge", 0)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	stop := func() {
-		if cancel != nil {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
+			status := newObserver(t, addr, "sites/gw1/status", 1)
+			doc := newObserver(t, addr, "sites/gw1/status/bridge", 0)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- b.Run(ctx) }()
+			stop := func() {
+				if cancel != nil {
+					cancel()
+					if err := <-done; err != nil {
+						t.Errorf("Run: %v", err)
+					}
+					cancel = nil
+				}
 			}
-			cancel = nil
-		}
-	}
-	t.Cleanup(stop)
+			t.Cleanup(stop)
 
-	statusPayloads := func() []string {
-		var out []string
-		for _, p := range status.others() {
-			out = append(out, string(p.Payload))
-		}
-		return out
-	}
-	waitFor(t, 10*time.Second, "birth message", func() bool { return slices.Contains(statusPayloads(), "online") })
-	// The subscription is made after the birth message: wait for it.
-	waitFor(t, 10*time.Second, "subscription", func() bool {
-		return len(srv.Topics.Subscribers("sites/gw1/cmd/boiler/set").Subscriptions) > 0
-	})
+			statusPayloads := func() []string {
+				var out []string
+				for _, p := range status.others() {
+					out = append(out, string(p.Payload))
+				}
+				return out
+			}
+			waitFor(t, 10*time.Second, "birth message", func() bool { return slices.Contains(statusPayloads(), "online") })
+			// The subscription is made after the birth message: wait for it.
+			waitFor(t, 10*time.Second, "subscription", func() bool {
+				return len(srv.Topics.Subscribers("sites/gw1/cmd/boiler/set").Subscriptions) > 0
+			})
 
-	if err := srv.Publish("sites/gw1/cmd/boiler/set", []byte("42"), false, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Publish("sites/gw1/other", []byte("not subscribed"), false, 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "command published locally", func() bool { return len(local.got()) > 0 })
-	got := local.got()
-	if len(got) != 1 || got[0].Topic != "local/cmd/boiler/set" || string(got[0].Payload) != "42" || got[0].Origin != Origin {
-		t.Fatalf("local publishes = %+v, want one local/cmd/boiler/set 42 with Origin %q", got, Origin)
-	}
-	if s := b.Stats(); s.Ingested != 0 || s.Received != 1 {
-		t.Errorf("ingested=%d received=%d: an upstream message was forwarded back (or not received)", s.Ingested, s.Received)
-	}
+			if err := srv.Publish("sites/gw1/cmd/boiler/set", []byte("42"), false, 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.Publish("sites/gw1/other", []byte("not subscribed"), false, 1); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 10*time.Second, "command published locally", func() bool { return len(local.got()) > 0 })
+			got := local.got()
+			if len(got) != 1 || got[0].Topic != "local/cmd/boiler/set" || string(got[0].Payload) != "42" || got[0].Origin != Origin {
+				t.Fatalf("local publishes = %+v, want one local/cmd/boiler/set 42 with Origin %q", got, Origin)
+			}
+			if s := b.Stats(); s.Ingested != 0 || s.Received != 1 {
+				t.Errorf("ingested=%d received=%d: an upstream message was forwarded back (or not received)", s.Ingested, s.Received)
+			}
 
-	// The periodic status document.
-	waitFor(t, 10*time.Second, "status document", func() bool { return len(doc.others()) > 0 })
-	var sd statusDoc
-	if err := json.Unmarshal(doc.others()[0].Payload, &sd); err != nil {
-		t.Fatalf("status document: %v", err)
-	}
-	if sd.Gateway != "gw1" || !sd.Connected {
-		t.Errorf("status document = %+v, want gateway gw1, connected", sd)
-	}
+			// The periodic status document.
+			waitFor(t, 10*time.Second, "status document", func() bool { return len(doc.others()) > 0 })
+			var sd statusDoc
+			if err := json.Unmarshal(doc.others()[0].Payload, &sd); err != nil {
+				t.Fatalf("status document: %v", err)
+			}
+			if sd.Gateway != "gw1" || !sd.Connected {
+				t.Errorf("status document = %+v, want gateway gw1, connected", sd)
+			}
 
-	// An abrupt loss of the link publishes the retained will "offline".
-	px.setDown(true)
-	px.cut()
-	waitFor(t, 20*time.Second, "will message", func() bool { return slices.Contains(statusPayloads(), "offline") })
-	px.setDown(false)
-	n := len(statusPayloads())
-	waitFor(t, 20*time.Second, "birth after reconnect", func() bool {
-		p := statusPayloads()
-		return len(p) > n && p[len(p)-1] == "online"
-	})
+			// An abrupt loss of the link publishes the retained will "offline".
+			px.setDown(true)
+			px.cut()
+			waitFor(t, 20*time.Second, "will message", func() bool { return slices.Contains(statusPayloads(), "offline") })
+			px.setDown(false)
+			n := len(statusPayloads())
+			waitFor(t, 20*time.Second, "birth after reconnect", func() bool {
+				p := statusPayloads()
+				return len(p) > n && p[len(p)-1] == "online"
+			})
 
-	// A graceful stop publishes "offline" itself (no will on a clean DISCONNECT).
-	n = len(statusPayloads())
-	stop()
-	waitFor(t, 10*time.Second, "offline on shutdown", func() bool {
-		p := statusPayloads()
-		return len(p) > n && p[len(p)-1] == "offline"
-	})
-	if r, ok := srv.Topics.Retained.Get("sites/gw1/status"); !ok || string(r.Payload) != "offline" {
-		t.Errorf("retained status = %q, want offline", r.Payload)
+			// A graceful stop publishes "offline" itself (no will on a clean DISCONNECT).
+			n = len(statusPayloads())
+			stop()
+			waitFor(t, 10*time.Second, "offline on shutdown", func() bool {
+				p := statusPayloads()
+				return len(p) > n && p[len(p)-1] == "offline"
+			})
+			if r, ok := srv.Topics.Retained.Get("sites/gw1/status"); !ok || string(r.Payload) != "offline" {
+				t.Errorf("retained status = %q, want offline", r.Payload)
+			}
+		})
 	}
 }
 

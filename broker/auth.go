@@ -10,6 +10,7 @@ import (
 type authPlan struct {
 	anonymous bool
 	users     map[string][]byte // username → bcrypt hash
+	dummy     []byte            // hash at the users' cost, compared for unknown usernames
 	acl       []ACLRule         // empty: allow everything
 }
 
@@ -17,6 +18,15 @@ func compileAuth(a AuthConfig) *authPlan {
 	p := &authPlan{anonymous: a.Anonymous, users: make(map[string][]byte, len(a.Users))}
 	for _, u := range a.Users {
 		p.users[u.Username] = []byte(u.PasswordHash)
+	}
+	if len(a.Users) > 0 {
+		// An unknown username costs as much as a wrong password, so
+		// usernames cannot be probed by timing.
+		cost, err := bcrypt.Cost([]byte(a.Users[0].PasswordHash))
+		if err != nil {
+			cost = bcrypt.DefaultCost
+		}
+		p.dummy, _ = bcrypt.GenerateFromPassword([]byte("fieldgate"), cost)
 	}
 	p.acl = append([]ACLRule(nil), a.ACL...)
 	return p
@@ -29,15 +39,13 @@ func (p *authPlan) authenticate(username string, password []byte) bool {
 	}
 	hash, ok := p.users[username]
 	if !ok {
-		// Spend the same time as a real check so usernames cannot be probed.
-		_ = bcrypt.CompareHashAndPassword(dummyHash, password)
+		if p.dummy != nil {
+			_ = bcrypt.CompareHashAndPassword(p.dummy, password)
+		}
 		return false
 	}
 	return bcrypt.CompareHashAndPassword(hash, password) == nil
 }
-
-// dummyHash is bcrypt("x", cost 10), compared against for unknown users.
-var dummyHash = []byte("$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy")
 
 // allowed reports whether the client may publish to (write) or subscribe to /
 // receive from (!write) the topic or filter. Shared-subscription prefixes are

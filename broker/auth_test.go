@@ -89,8 +89,8 @@ func TestAuthenticate(t *testing.T) {
 	if !compileAuth(AuthConfig{Anonymous: true}).authenticate("", nil) {
 		t.Error("anonymous refused with anonymous: true")
 	}
-	if _, err := bcrypt.Cost(dummyHash); err != nil {
-		t.Errorf("dummyHash is not a bcrypt hash: %v", err)
+	if c, err := bcrypt.Cost(p.dummy); err != nil || c != bcrypt.MinCost {
+		t.Errorf("dummy hash cost %d (%v), want the users' cost %d", c, err, bcrypt.MinCost)
 	}
 }
 
@@ -139,5 +139,19 @@ func TestLimits(t *testing.T) {
 	}
 	if got := readRest(t, first); len(got) != 0 {
 		t.Fatalf("oversized packet: server sent %x, want close", got)
+	}
+}
+
+func TestHashPasswordAuthenticates(t *testing.T) {
+	h, err := HashPassword("s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := compileAuth(AuthConfig{Users: []UserConfig{{Username: "u", PasswordHash: h}}})
+	if !p.authenticate("u", []byte("s3cret")) || p.authenticate("u", []byte("other")) {
+		t.Fatal("HashPassword output does not authenticate exactly its password")
+	}
+	if InProcessOrigin("bridge") != "$inproc/bridge" || InProcessOrigin("$inproc/x") != "$inproc/x" {
+		t.Fatal("InProcessOrigin")
 	}
 }

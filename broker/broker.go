@@ -4,6 +4,28 @@
 // retained messages and persistent sessions stored under the data directory,
 // and an in-process publish/subscribe API with a store-and-forward hook
 // (Options.Ingress) that sees every publish before it is acknowledged.
+//
+// Behaviour notes for operators (where mochi or MQTT leave a choice):
+//
+//   - Delivery of QoS 1/2 messages is flow-controlled by back-pressure on
+//     publishers rather than by dropping (see limits.max_inflight and
+//     limits.delivery_wait, and the policy type for why mochi lost messages).
+//   - MQTT 3.1.1 clients never receive a DISCONNECT packet (the connection is
+//     closed instead), and a CONNECT with a bad protocol name or level that is
+//     not MQTT 5 is answered with CONNACK return code 0x01. An MQTT 5 CONNECT
+//     with a bad protocol name gets mochi's 0x82.
+//   - In-flight messages of a resumed session are resent in their original
+//     order. Their MQTT 5 message expiry does not survive a broker restart
+//     (mochi's store keeps no expiry time), so after a restart they wait
+//     until delivered or the session expires.
+//   - Sessions that are persistent (3.1.1 clean session false, MQTT 5 session
+//     expiry > 0) write each QoS 1/2 message they receive to the store (one
+//     fsync'd transaction to queue it, one to complete it); clean sessions
+//     never touch the disk.
+//   - The $SYS subscriptions gauge (and Stats.Subscriptions) counts only
+//     subscriptions made since the broker started.
+//   - limits.max_keepalive is announced to MQTT 5 clients only; MQTT 3.1.1
+//     has no way to tell a client, so its requested keepalive stands.
 package broker
 
 import (
@@ -28,6 +50,16 @@ import (
 // not use client ids with this prefix (their CONNECT is refused with
 // "client identifier not valid"), so an Origin names its publisher uniquely.
 const InProcessPrefix = "$inproc/"
+
+// InProcessOrigin returns the Origin that Ingress and subscribers see for an
+// in-process publisher called name (InProcessPrefix+name), e.g. for a
+// consumer that must recognise the bridge's own publishes.
+func InProcessOrigin(name string) string {
+	if strings.HasPrefix(name, InProcessPrefix) {
+		return name
+	}
+	return InProcessPrefix + name
+}
 
 // ErrQuotaExceeded is returned by an Ingress function when the store-and-
 // forward buffer is full and its policy is to reject. See Options.Ingress.
@@ -105,7 +137,7 @@ type Stats struct {
 	BytesSent           int64 // total
 	PacketsReceived     int64 // total
 	PacketsSent         int64 // total
-	Retained            int64 // retained messages held now
+	Retained            int64 // retained messages held now ($SYS topics not counted)
 	Inflight            int64 // QoS 1/2 messages in flight or queued now
 	Subscriptions       int64 // network client subscriptions now
 	IngressRejected     int64 // total publishes Ingress refused
@@ -143,7 +175,9 @@ type Broker struct {
 	pubs    int
 	running bool
 
-	flows sync.Map // *mqtt.Client → *flow, for connected network clients
+	flows   sync.Map // *mqtt.Client → *flow, for connected network clients
+	resends sync.Map // *mqtt.Client → *resendPlan, while a session is resumed
+	conns   sync.Map // net.Conn → *mqtt.Client, to drop the two maps' entries
 
 	ingressRejected, authFailures, aclDenied, deliveryWaits, deliveryTimeouts atomic.Int64
 }
@@ -262,7 +296,10 @@ func (b *Broker) Run(ctx context.Context) error {
 	b.pubMu.Unlock()
 
 	for _, l := range ls {
-		l.start(srv.EstablishConnection)
+		l.start(func(id string, c net.Conn) error {
+			defer b.connDone(c)
+			return srv.EstablishConnection(id, c)
+		})
 		b.log.Info("listening", "type", l.kind, "address", l.ln.Addr().String())
 	}
 	b.warnAnonymous(b.auth.Load())
@@ -292,6 +329,18 @@ func (b *Broker) Run(ctx context.Context) error {
 	<-watch.halted  // mochi's event loop goroutine has returned
 	b.log.Info("stopped")
 	return nil
+}
+
+// connDone forgets a finished connection's client state; mochi does not
+// call OnDisconnect when a connection fails between authentication and
+// CONNACK.
+func (b *Broker) connDone(c net.Conn) {
+	if cl, ok := b.conns.LoadAndDelete(c); ok {
+		if f, ok := b.flows.LoadAndDelete(cl); ok {
+			f.(*flow).signal()
+		}
+		b.resends.Delete(cl)
+	}
 }
 
 func (b *Broker) capabilities() *mqtt.Capabilities {
@@ -353,9 +402,7 @@ func (b *Broker) Publish(ctx context.Context, m Message) error {
 	if m.Origin == "" {
 		m.Origin = "local"
 	}
-	if !strings.HasPrefix(m.Origin, InProcessPrefix) {
-		m.Origin = InProcessPrefix + m.Origin
-	}
+	m.Origin = InProcessOrigin(m.Origin)
 	m.Username = ""
 
 	b.pubMu.Lock()
@@ -511,7 +558,11 @@ func (b *Broker) Stats() Stats {
 	st.BytesSent = in.BytesSent
 	st.PacketsReceived = in.PacketsReceived
 	st.PacketsSent = in.PacketsSent
-	st.Retained = int64(srv.Topics.Retained.Len())
+	for topic := range srv.Topics.Retained.GetAll() {
+		if !strings.HasPrefix(topic, "$SYS/") {
+			st.Retained++
+		}
+	}
 	st.Inflight = in.Inflight
 	st.Subscriptions = in.Subscriptions
 	return st

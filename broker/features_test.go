@@ -225,3 +225,30 @@ func TestSetAuthLive(t *testing.T) {
 		t.Fatalf("existing connection after ACL change: reason 0x%x, want 0x87", code)
 	}
 }
+
+func TestMessageExpiryOfRetained(t *testing.T) {
+	r := start(t, anonCfg(), t.TempDir(), nil)
+	c, _, err := dialPaho(t, r.addr(0), &paho.Connect{ClientID: "exp", CleanStart: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := uint32(1)
+	for _, p := range []*paho.Publish{
+		{Topic: "exp/short", QoS: 1, Retain: true, Payload: []byte("x"), Properties: &paho.PublishProperties{MessageExpiry: &one}},
+		{Topic: "exp/forever", QoS: 1, Retain: true, Payload: []byte("y")},
+	} {
+		if _, err := c.Publish(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the expired retained message to be removed", func() bool { return r.Stats().Retained == 1 })
+	got := make(chan Message, 10)
+	unsub, err := r.Subscribe("exp/#", func(m Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+	if m := <-got; m.Topic != "exp/forever" || len(got) != 0 {
+		t.Fatalf("retained after expiry: %+v (+%d more), want only exp/forever", m, len(got))
+	}
+}

@@ -3,8 +3,10 @@ package broker
 import (
 	"bytes"
 	"errors"
+	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -34,9 +36,10 @@ import (
 // that will receive it at QoS 1/2 has fewer in-flight messages than the
 // smaller of its Receive Maximum and max_inflight. Publishers are slowed to
 // the pace of their subscribers rather than messages being dropped. A wait
-// is bounded by limits.delivery_wait (then the message is delivered and a
-// subscriber that is still full drops it, counted in Stats); a client is
-// never made to wait for itself. Several publishers can pass the check at
+// is bounded by limits.delivery_wait: then the message is delivered (a
+// subscriber that is still full drops it, counted in Stats.MessagesDropped)
+// and publishers stop waiting for that subscriber until it acknowledges a
+// message again. A client is never made to wait for itself. Several publishers can pass the check at
 // the same moment, so a subscriber may briefly hold as many as that many
 // messages over its Receive Maximum.
 type policy struct {
@@ -47,11 +50,17 @@ type policy struct {
 // flow is the delivery state of one connected network client.
 type flow struct {
 	limit int // in-flight QoS 1/2 messages allowed towards the client
-	mu    sync.Mutex
-	wake  chan struct{} // closed on the next completion; nil if nobody waits
+	// stalled is set when a publisher gave up waiting for this client; until
+	// the client acknowledges something, publishers do not wait for it again
+	// (a dead connection must not slow every publisher until its keepalive
+	// runs out).
+	stalled atomic.Bool
+	mu      sync.Mutex
+	wake    chan struct{} // closed on the next completion; nil if nobody waits
 }
 
 func (f *flow) signal() {
+	f.stalled.Store(false)
 	f.mu.Lock()
 	if f.wake != nil {
 		close(f.wake)
@@ -77,6 +86,7 @@ func (h *policy) Provides(b byte) bool {
 		mqtt.OnACLCheck,
 		mqtt.OnConnect,
 		mqtt.OnSessionEstablish,
+		mqtt.OnSessionEstablished,
 		mqtt.OnDisconnect,
 		mqtt.OnPacketRead,
 		mqtt.OnPacketEncode,
@@ -93,7 +103,7 @@ func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 	ok := h.b.auth.Load().authenticate(string(pk.Connect.Username), pk.Connect.Password)
 	if !ok {
 		h.b.authFailures.Add(1)
-		h.b.log.Info("connection refused: bad credentials", "client", cl.ID, "username", string(pk.Connect.Username), "remote", cl.Net.Remote)
+		h.b.log.Debug("connection refused: bad credentials", "client", cl.ID, "username", string(pk.Connect.Username), "remote", cl.Net.Remote)
 	}
 	return ok
 }
@@ -127,12 +137,83 @@ func (h *policy) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 // OnPacketEncode suppresses DISCONNECT packets to MQTT 3.1.1 clients (3.1.1
 // has no server DISCONNECT; mochi sends one on session take-over, refused
 // publishes and shutdown): the connection is just closed. An encode of
-// packet type 0 fails, so nothing is written.
+// packet type 0 fails, so nothing is written. It also puts resent in-flight
+// messages back in their original order (see resendPlan).
 func (h *policy) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if pk.FixedHeader.Type == packets.Disconnect && cl.Properties.ProtocolVersion < 5 {
 		pk.FixedHeader.Type = packets.Reserved
 	}
+	if v, ok := h.b.resends.Load(cl); ok {
+		return v.(*resendPlan).substitute(pk, func() { h.b.resends.Delete(cl) })
+	}
 	return pk
+}
+
+// resendPlan restores the order of messages resent to a resumed session.
+// mochi resends a session's in-flight messages sorted by their creation
+// second modulo 65536, with an unstable sort, so messages queued in the same
+// second come out shuffled — MQTT requires the original order
+// [MQTT-4.6.0-1]. The plan holds the same messages in their original order;
+// as mochi writes each one, the next in order is written in its place.
+type resendPlan struct {
+	mu      sync.Mutex
+	queue   []packets.Packet       // in original order
+	pending map[[2]uint16]struct{} // {type, packet id} mochi has yet to write
+}
+
+func resendKey(pk packets.Packet) [2]uint16 {
+	return [2]uint16{uint16(pk.FixedHeader.Type), pk.PacketID}
+}
+
+func newResendPlan(inflight []packets.Packet) *resendPlan {
+	minID, maxID := uint16(65535), uint16(0)
+	for _, pk := range inflight {
+		minID, maxID = min(minID, pk.PacketID), max(maxID, pk.PacketID)
+	}
+	wrap := maxID-minID > 32768 // packet ids wrapped around 65535 within the session
+	seq := func(id uint16) int {
+		if wrap && id < 32768 {
+			return int(id) + 65536
+		}
+		return int(id)
+	}
+	sort.SliceStable(inflight, func(i, j int) bool {
+		a, b := inflight[i], inflight[j]
+		if a.Created != b.Created {
+			return a.Created < b.Created
+		}
+		return seq(a.PacketID) < seq(b.PacketID)
+	})
+	p := &resendPlan{queue: inflight, pending: make(map[[2]uint16]struct{}, len(inflight))}
+	for _, pk := range inflight {
+		p.pending[resendKey(pk)] = struct{}{}
+	}
+	return p
+}
+
+func (p *resendPlan) substitute(pk packets.Packet, done func()) packets.Packet {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := resendKey(pk)
+	if _, ok := p.pending[k]; !ok || len(p.queue) == 0 {
+		return pk
+	}
+	delete(p.pending, k)
+	next := p.queue[0]
+	p.queue = p.queue[1:]
+	if len(p.queue) == 0 {
+		done()
+	}
+	if next.FixedHeader.Type == packets.Publish {
+		next.FixedHeader.Dup = true // [MQTT-3.3.1-1]
+	}
+	// Carry over what WritePacket computed for this connection.
+	next.ProtocolVersion = pk.ProtocolVersion
+	next.Mods = pk.Mods
+	if next.Expiry > 0 {
+		next.Properties.MessageExpiryInterval = uint32(max(next.Expiry-time.Now().Unix(), 1))
+	}
+	return next
 }
 
 func (h *policy) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
@@ -153,6 +234,11 @@ func (h *policy) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // OnSessionEstablish runs after authentication, before the session is
 // inherited and CONNACK is sent: it takes over flow control from mochi.
 func (h *policy) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if !pk.Connect.Clean {
+		if old, ok := h.srv().Clients.Get(cl.ID); ok && old.State.Inflight.Len() > 0 {
+			h.b.resends.Store(cl, newResendPlan(old.State.Inflight.GetAll(false)))
+		}
+	}
 	limit := int(cl.Properties.Props.ReceiveMaximum) // already capped at max_inflight
 	if limit == 0 {
 		limit = h.b.cfg.Limits.MaxInflight // absent: 65535 by the spec
@@ -162,6 +248,14 @@ func (h *policy) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if old, loaded := h.b.flows.Swap(cl, &flow{limit: limit}); loaded {
 		old.(*flow).signal()
 	}
+	if cl.Net.Conn != nil {
+		h.b.conns.Store(cl.Net.Conn, cl)
+	}
+}
+
+// OnSessionEstablished runs after mochi has resent the session's messages.
+func (h *policy) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.b.resends.Delete(cl)
 }
 
 func (h *policy) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
@@ -294,7 +388,7 @@ func (h *policy) waitClients(deadline func() <-chan time.Time, cls ...*mqtt.Clie
 				return true // offline: messages queue in the session
 			}
 			ff := f.(*flow)
-			if cl.State.Inflight.Len() < ff.limit {
+			if ff.stalled.Load() || cl.State.Inflight.Len() < ff.limit {
 				return true
 			}
 			ch := ff.waitCh() // then check again: a completion may have come in between
@@ -320,6 +414,13 @@ func (h *policy) waitClients(deadline func() <-chan time.Time, cls ...*mqtt.Clie
 		case <-poll:
 		case <-deadline():
 			h.b.deliveryTimeouts.Add(1)
+			for _, cl := range cls {
+				if f, found := h.b.flows.Load(cl); found {
+					f.(*flow).stalled.Store(true)
+				}
+			}
+			h.b.log.Warn("subscriber not keeping up: delivering without waiting until it acknowledges again; its queue may drop messages",
+				"clients", clientIDs(cls))
 			ok = false
 		case <-h.b.stopping:
 			ok = false
@@ -331,6 +432,14 @@ func (h *policy) waitClients(deadline func() <-chan time.Time, cls ...*mqtt.Clie
 			return false
 		}
 	}
+}
+
+func clientIDs(cls []*mqtt.Client) []string {
+	ids := make([]string, len(cls))
+	for i, cl := range cls {
+		ids[i] = cl.ID
+	}
+	return ids
 }
 
 // OnSelectSubscribers picks, in each shared-subscription group, the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -26,6 +27,20 @@ import (
 type persistHook struct {
 	mqtt.HookBase
 	inner *bolt.Hook
+	// mu orders Stop after every store call in progress: mochi's event loop
+	// (expiry, delayed wills) may still be calling hooks while Close stops
+	// them.
+	mu     sync.RWMutex
+	closed bool
+}
+
+// open runs fn unless the store has been stopped.
+func (h *persistHook) open(fn func()) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if !h.closed {
+		fn()
+	}
 }
 
 func newPersistHook() *persistHook { return &persistHook{inner: new(bolt.Hook)} }
@@ -63,7 +78,12 @@ func (h *persistHook) Init(config any) error {
 	})
 }
 
-func (h *persistHook) Stop() error { return h.inner.Stop() }
+func (h *persistHook) Stop() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	return h.inner.Stop()
+}
 
 // persistent reports whether the client's session outlives its connection.
 func persistent(cl *mqtt.Client) bool {
@@ -78,62 +98,66 @@ func persistent(cl *mqtt.Client) bool {
 
 func (h *persistHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if persistent(cl) {
-		h.inner.OnSessionEstablished(cl, pk)
+		h.open(func() { h.inner.OnSessionEstablished(cl, pk) })
 		return
 	}
 	// A clean session replaces any stored persistent session of this id.
-	h.inner.OnDisconnect(cl, nil, true)
+	h.open(func() { h.inner.OnDisconnect(cl, nil, true) })
 }
 
 func (h *persistHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if persistent(cl) {
-		h.inner.OnWillSent(cl, pk)
+		h.open(func() { h.inner.OnWillSent(cl, pk) })
 	}
 }
 
 func (h *persistHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if persistent(cl) || expire {
-		h.inner.OnDisconnect(cl, err, expire)
+		h.open(func() { h.inner.OnDisconnect(cl, err, expire) })
 	}
 }
 
 func (h *persistHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	if persistent(cl) {
-		h.inner.OnSubscribed(cl, pk, codes)
+		h.open(func() { h.inner.OnSubscribed(cl, pk, codes) })
 	}
 }
 
 func (h *persistHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	if persistent(cl) {
-		h.inner.OnUnsubscribed(cl, pk)
+		h.open(func() { h.inner.OnUnsubscribed(cl, pk) })
 	}
 }
 
 func (h *persistHook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
-	h.inner.OnRetainMessage(cl, pk, r)
+	h.open(func() { h.inner.OnRetainMessage(cl, pk, r) })
 }
 
 func (h *persistHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
 	if persistent(cl) {
-		h.inner.OnQosPublish(cl, pk, sent, resends)
+		h.open(func() { h.inner.OnQosPublish(cl, pk, sent, resends) })
 	}
 }
 
 func (h *persistHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if persistent(cl) {
-		h.inner.OnQosComplete(cl, pk)
+		h.open(func() { h.inner.OnQosComplete(cl, pk) })
 	}
 }
 
 func (h *persistHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 	if persistent(cl) {
-		h.inner.OnQosDropped(cl, pk)
+		h.open(func() { h.inner.OnQosDropped(cl, pk) })
 	}
 }
 
-func (h *persistHook) OnClientExpired(cl *mqtt.Client) { h.inner.OnClientExpired(cl) }
+func (h *persistHook) OnClientExpired(cl *mqtt.Client) {
+	h.open(func() { h.inner.OnClientExpired(cl) })
+}
 
-func (h *persistHook) OnRetainedExpired(filter string) { h.inner.OnRetainedExpired(filter) }
+func (h *persistHook) OnRetainedExpired(filter string) {
+	h.open(func() { h.inner.OnRetainedExpired(filter) })
+}
 
 func (h *persistHook) StoredClients() ([]storage.Client, error) { return h.inner.StoredClients() }
 

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime/metrics"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,9 +34,6 @@ func benchConfig() Config {
 //
 //	go test -run '^$' -bench Append64 -benchtime 200000x ./buffer/
 func BenchmarkAppend64(b *testing.B) {
-	if v := os.Getenv("LINGER"); v != "" {
-		lingerYields, _ = strconv.Atoi(v)
-	}
 	q, err := Open(b.TempDir(), benchConfig(), nil)
 	if err != nil {
 		b.Fatal(err)
@@ -65,8 +61,7 @@ func BenchmarkAppend64(b *testing.B) {
 	st := q.Stats()
 	b.ReportMetric(float64(b.N)/el.Seconds(), "appends/s")
 	b.ReportMetric(float64(st.Appended)/float64(max(st.Syncs, 1)), "records/fsync")
-	b.ReportMetric(float64(DbgCommit.Load())/float64(st.Syncs)/1000, "commit-us")
-	b.ReportMetric(float64(DbgSync.Load())/float64(st.Syncs)/1000, "sync-us")
+
 }
 
 // BenchmarkDrain1M fills the queue with 1M records of 200 bytes, then
@@ -149,7 +144,8 @@ func BenchmarkRSS1M(b *testing.B) {
 		dir := b.TempDir()
 		for _, phase := range []string{"fill", "drain"} {
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), rssChildEnv+"="+phase, rssDirEnv+"="+dir)
+			// GOMEMLIMIT as the gateway should run (see the report).
+			cmd.Env = append(os.Environ(), rssChildEnv+"="+phase, rssDirEnv+"="+dir, "GOMEMLIMIT=80MiB")
 			out, err := cmd.Output()
 			if err != nil {
 				b.Fatalf("%s child: %v\n%s", phase, err, out)
@@ -177,16 +173,29 @@ func rssChild(phase string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	var peakAnon, peakFile float64
+	sampleDone := make(chan struct{})
+	stopSample := make(chan struct{})
+	go func() {
+		defer close(sampleDone)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			s := procStatus()
+			peakAnon, peakFile = max(peakAnon, s["RssAnon"]), max(peakFile, s["RssFile"])
+			select {
+			case <-stopSample:
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- q.Run(ctx) }()
 	start := time.Now()
 	switch phase {
 	case "fill":
-		if os.Getenv("FILLMODE") == "batch" {
-			fill(fatalTB{}, q, 1_000_000)
-			break
-		}
 		const n, writers = 1_000_000, 64
 		data := bytes.Repeat([]byte{'x'}, benchRecord)
 		var next atomic.Int64
@@ -212,18 +221,17 @@ func rssChild(phase string) {
 	el := time.Since(start)
 	cancel()
 	<-runDone
+	close(stopSample)
+	<-sampleDone
 	st := q.Stats()
 	status := procStatus()
+	fmt.Printf("peakRssAnon-MB %.1f\npeakRssFile-MB %.1f\n", peakAnon/1024, peakFile/1024)
 	ms := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
 	metrics.Read(ms)
 	fmt.Printf("VmHWM-MB %.1f\nRssAnon-MB %.1f\nRssFile-MB %.1f\nseconds %.2f\ndisk-MB %.1f\ngo-total-MB %.1f\ngo-heap-MB %.1f\n",
 		status["VmHWM"]/1024, status["RssAnon"]/1024, status["RssFile"]/1024, el.Seconds(), float64(st.DiskBytes)/(1<<20),
 		float64(ms[0].Value.Uint64())/(1<<20), float64(ms[1].Value.Uint64())/(1<<20))
-	if p := os.Getenv("HEAPPROF"); p != "" {
-		f, _ := os.Create(p + "-" + phase)
-		pprof.WriteHeapProfile(f)
-		f.Close()
-	}
+
 	if err := q.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(5)

@@ -3,8 +3,11 @@ package buffer
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -13,25 +16,33 @@ import (
 
 // fillStore writes small and large records (large ones go to the value
 // log) and closes the store, so that it has a MANIFEST, an .sst and a .vlog.
-func fillStore(t *testing.T, dir string) {
+func fillStore(t *testing.T, dir string) map[uint64][]byte {
 	t.Helper()
 	q, err := Open(dir, testConfig(), testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var small, large [][]byte
 	for i := range 200 {
-		if _, err := q.Append(context.Background(), bytes.Repeat([]byte{byte(i)}, 100)); err != nil {
-			t.Fatal(err)
-		}
+		small = append(small, bytes.Repeat([]byte{byte(i)}, 100))
 	}
 	for i := range 20 {
-		if _, err := q.Append(context.Background(), bytes.Repeat([]byte{byte(i)}, 10000)); err != nil {
+		large = append(large, bytes.Repeat([]byte{byte(i)}, 10000))
+	}
+	want := map[uint64][]byte{}
+	for _, b := range [][][]byte{small, large} {
+		first, err := q.AppendBatch(context.Background(), b)
+		if err != nil {
 			t.Fatal(err)
+		}
+		for i, d := range b {
+			want[first+uint64(i)] = d
 		}
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
+	return want
 }
 
 func oneFile(t *testing.T, dir, pattern string) string {
@@ -69,50 +80,78 @@ func garbleFile(t *testing.T, path string, at func(size int64) int64, n int) {
 	}
 }
 
-// TestCorruptStoreQuarantined damages the store's files; Open must succeed
-// on a fresh store and move the damaged one aside.
+// TestCorruptStoreQuarantined damages the store's files; Open must succeed.
+// Damage to the MANIFEST or a table moves the store aside and starts a
+// fresh one. Damage to the value log (which holds only records larger than
+// valueThreshold) moves the store aside when it hits the first or last
+// record; otherwise only the damaged records are dropped (counted as
+// "corrupt", never returned garbled) and the intact ones are kept.
 func TestCorruptStoreQuarantined(t *testing.T) {
+	const mustQuarantine, mayDropRecords = false, true
 	for _, tc := range []struct {
-		name   string
-		damage func(t *testing.T, dir string)
+		name    string
+		partial bool
+		damage  func(t *testing.T, dir string)
 	}{
-		{"manifest truncated", func(t *testing.T, dir string) {
+		{"manifest truncated", mustQuarantine, func(t *testing.T, dir string) {
 			truncateFile(t, filepath.Join(dir, "MANIFEST"), func(n int64) int64 { return 5 })
 		}},
-		{"manifest garbled", func(t *testing.T, dir string) {
+		{"manifest garbled", mustQuarantine, func(t *testing.T, dir string) {
 			garbleFile(t, filepath.Join(dir, "MANIFEST"), func(int64) int64 { return 0 }, 8)
 		}},
-		{"manifest garbled change", func(t *testing.T, dir string) {
+		{"manifest garbled change", mustQuarantine, func(t *testing.T, dir string) {
 			garbleFile(t, filepath.Join(dir, "MANIFEST"), func(n int64) int64 { return n - 6 }, 4)
 		}},
-		{"sst truncated", func(t *testing.T, dir string) {
+		{"sst truncated", mustQuarantine, func(t *testing.T, dir string) {
 			truncateFile(t, oneFile(t, dir, "*.sst"), func(n int64) int64 { return n / 2 })
 		}},
-		{"sst index garbled", func(t *testing.T, dir string) {
+		{"sst index garbled", mustQuarantine, func(t *testing.T, dir string) {
 			garbleFile(t, oneFile(t, dir, "*.sst"), func(n int64) int64 { return n - 100 }, 40)
 		}},
-		{"vlog tail garbled", func(t *testing.T, dir string) {
-			garbleFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return n - 100 }, 64)
-		}},
-		{"vlog truncated", func(t *testing.T, dir string) {
-			truncateFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return n / 2 })
-		}},
-		{"vlog garbled", func(t *testing.T, dir string) {
-			garbleFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return n / 2 }, 64)
-		}},
-		{"sst missing", func(t *testing.T, dir string) {
+		{"sst missing", mustQuarantine, func(t *testing.T, dir string) {
 			if err := os.Remove(oneFile(t, dir, "*.sst")); err != nil {
 				t.Fatal(err)
 			}
 		}},
+		{"vlog tail garbled", mayDropRecords, func(t *testing.T, dir string) {
+			garbleFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return n - 100 }, 64)
+		}},
+		{"vlog truncated", mayDropRecords, func(t *testing.T, dir string) {
+			truncateFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return n / 2 })
+		}},
+		{"vlog garbled", mayDropRecords, func(t *testing.T, dir string) {
+			garbleFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return n / 2 }, 64)
+		}},
+		{"vlog truncated to its header", mustQuarantine, func(t *testing.T, dir string) {
+			truncateFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return 20 })
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "buffer")
-			fillStore(t, dir)
+			want := fillStore(t, dir)
 			tc.damage(t, dir)
-			q := openTest(t, dir, testConfig())
+			var logs lockedBuffer
+			q, err := Open(dir, testConfig(), slog.New(slog.NewTextHandler(&logs, nil)))
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			t.Cleanup(func() { _ = q.Close() })
 			st := q.Stats()
 			moved, _ := filepath.Glob(dir + ".corrupt-*")
+			if st.Quarantined == 0 && tc.partial {
+				recs := readAll(t, q, 0)
+				for _, r := range recs {
+					if !bytes.Equal(r.Data, want[r.Seq]) {
+						t.Errorf("record %d returned garbled", r.Seq)
+					}
+				}
+				st = q.Stats()
+				if len(moved) != 0 || uint64(len(recs))+st.Dropped.Corrupt != uint64(len(want)) || st.Messages != uint64(len(recs)) {
+					t.Errorf("%d records returned, stats %+v; want %d returned or dropped as corrupt", len(recs), st, len(want))
+				}
+				t.Logf("kept %d records, dropped %d as corrupt", len(recs), st.Dropped.Corrupt)
+				return
+			}
 			if st.Quarantined != 1 || len(moved) != 1 {
 				recs := readAll(t, q, 0)
 				t.Fatalf("not quarantined: stats %+v, moved %v, %d records readable", st, moved, len(recs))
@@ -125,6 +164,16 @@ func TestCorruptStoreQuarantined(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(moved[0], "MANIFEST")); err != nil {
 				t.Errorf("moved store incomplete: %v", err)
+			}
+			var lines []string
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "moved it aside") {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) != 1 || !strings.Contains(lines[0], "level=ERROR") || !strings.Contains(lines[0], "reason=") ||
+				!strings.Contains(lines[0], "moved_to="+moved[0]) {
+				t.Errorf("want one error line with the reason and where the store went, got %q", logs.String())
 			}
 		})
 	}
@@ -223,4 +272,21 @@ func TestCorruptRecordDropped(t *testing.T) {
 	if st := q.Stats(); st.Messages != 0 || st.Bytes != 0 || st.Head != 3 {
 		t.Errorf("stats after acking the rest = %+v", st)
 	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

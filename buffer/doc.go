@@ -22,6 +22,20 @@
 // cannot open is moved aside (renamed to dir+".corrupt-<UTC timestamp>") and
 // a fresh one is created so that the gateway still starts.
 //
+// Damage found later is handled per record: a record whose value fails its
+// checksum or cannot be read is dropped (reason "corrupt") and the others are
+// still delivered. Known limit: a damaged data block in the middle of an LSM
+// table (bit rot) is not detected at Open; badger's iterator silently stops
+// at it, so the records behind it in that table are not returned by Read.
+//
+// Memory: badger is tuned for a Raspberry Pi (8 MiB memtables, no block
+// cache, no compression, 2 compactors, values up to 4 KiB kept in the LSM
+// tree). Badger accesses all its files through mmap; Run returns those pages
+// to the kernel every 250ms (MADV_PAGEOUT) so that they do not accumulate in
+// the RSS. The process should also set a soft memory limit
+// (GOMEMLIMIT=80MiB or debug.SetMemoryLimit): without it the Go heap grows
+// to twice badger's transient allocations.
+//
 // Lifecycle: [Open] opens the store and starts nothing; [Queue.Run] performs
 // expiry, deferred ack persistence and disk-space reclamation until its
 // context is done; [Queue.Close] (called by whoever called Open, after Run

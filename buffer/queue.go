@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -41,13 +40,16 @@ const (
 	maxBatchBytes    = 8 << 20
 	// lingerYields bounds how often a leader yields the processor waiting
 	// for more appenders to join its batch.
-	lingerYieldsDefault = 4
+	lingerYields = 4
 	// ackMemLimit bounds the acknowledgements of records behind an
 	// unacknowledged one kept in memory; beyond it they are deleted one by
 	// one.
 	ackMemLimit = 16384
 	// maintenanceInterval is how often Run persists acks and reports drops.
 	maintenanceInterval = time.Second
+	// trimInterval is how often Run returns the pages of badger's mmap'd
+	// files to the kernel (see trimMappings).
+	trimInterval = 250 * time.Millisecond
 	// gcInterval is how often Run reclaims disk space.
 	gcInterval = 5 * time.Minute
 	// dropLogInterval rate-limits the "quota reached" log line.
@@ -66,19 +68,21 @@ type Queue struct {
 	// Group commit: the first appender becomes the leader and commits the
 	// requests pending at that moment, including those that arrive while it
 	// waits for the fsync of the previous batch.
-	gmu     sync.Mutex
-	gcond   *sync.Cond // signalled when leading becomes false
-	pending []*appendReq
-	leading bool
+	gmu       sync.Mutex
+	gcond     *sync.Cond // signalled when leading becomes false
+	pending   []*appendReq
+	leading   bool
 	lastBatch int // size of the previous batch
-	closing bool
+	closing   bool
 
 	// wmu serialises every write to badger and the fsync following an
 	// append commit, so that the persisted metadata always matches the keys.
-	wmu      sync.Mutex
-	db       *badger.DB // nil after Close; read under life
-	life     sync.RWMutex
-	tuning   tuning
+	wmu    sync.Mutex
+	db     *badger.DB // nil after Close; read under life
+	life   sync.RWMutex
+	tuning tuning
+	// ackLimit is ackMemLimit (lowered by tests).
+	ackLimit int
 	reclaim  uint64 // records removed since the last DropPrefix (under wmu)
 
 	mu     sync.Mutex
@@ -281,8 +285,6 @@ func (q *Queue) lead(me *appendReq) {
 
 // commit makes a batch durable: quota, one or more badger transactions,
 // one fsync. It sets first/err of every request.
-var DbgCommit, DbgSync atomic.Int64
-
 func (q *Queue) commit(batch []*appendReq) {
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
@@ -304,7 +306,16 @@ func (q *Queue) commit(batch []*appendReq) {
 				continue
 			}
 			need := w.st.bytes + r.cost - uint64(q.cfg.MaxBytes)
-			if err := q.dropForQuota(w, need); err != nil {
+			var err error
+			if w.txn != nil {
+				// Make this batch's earlier records visible, so that they
+				// can be dropped too if the quota is that small.
+				err = w.commitTxn()
+			}
+			if err == nil {
+				err = q.dropForQuota(w, need)
+			}
+			if err != nil {
 				r.err = fmt.Errorf("buffer: append: make room: %w", err)
 				continue
 			}
@@ -327,13 +338,9 @@ func (q *Queue) commit(batch []*appendReq) {
 		records += uint64(len(r.data))
 		accepted = append(accepted, r)
 	}
-	t0 := time.Now()
 	err := w.flush()
-	DbgCommit.Add(int64(time.Since(t0)))
-	t0 = time.Now()
 	if err == nil && len(accepted) > 0 {
 		err = q.db.Sync()
-		DbgSync.Add(int64(time.Since(t0)))
 		q.mu.Lock()
 		q.stats.syncs++
 		q.stats.batches++
@@ -481,7 +488,7 @@ func (q *Queue) ackFlushNeeded() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	_, next := q.acked[q.st.head+1]
-	return next || len(q.acked) >= ackMemLimit
+	return next || len(q.acked) >= q.ackLimit
 }
 
 // flushAcksLocked deletes acked records from the head on and, if too many
@@ -507,7 +514,7 @@ func (q *Queue) flushAcksLocked() error {
 		}
 	}
 	q.mu.Unlock()
-	if len(rest) < ackMemLimit {
+	if len(rest) < q.ackLimit {
 		return nil
 	}
 	slices.Sort(rest)
@@ -631,7 +638,9 @@ func (q *Queue) removeFront(w *writer, values bool, decide func(seq uint64, n in
 			}
 			w.st.head = max64(w.st.head, seq)
 		}
-		if w.st.head != w.st.lastSeq {
+		// Everything visible is gone. Records of w's open transaction are
+		// not visible, so the head stays at the last record removed.
+		if !w.appends && w.st.head != w.st.lastSeq {
 			w.st.head, w.dirty = w.st.lastSeq, true
 		}
 		return nil
@@ -666,5 +675,3 @@ func max64(a, b uint64) uint64 {
 	}
 	return b
 }
-
-var lingerYields = lingerYieldsDefault

@@ -32,12 +32,16 @@ func (q *Queue) Run(ctx context.Context) error {
 	expiryEvery := min(max(q.cfg.MaxAge/100, time.Second), time.Minute)
 	tick := time.NewTicker(maintenanceInterval)
 	defer tick.Stop()
+	trim := time.NewTicker(trimInterval)
+	defer trim.Stop()
 	var lastExpiry, lastGC time.Time
 	lastGC = time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-trim.C:
+			trimMappings(q.dir)
 		case now := <-tick.C:
 			q.maintain()
 			if q.cfg.MaxAge > 0 && now.Sub(lastExpiry) >= expiryEvery {
@@ -67,7 +71,6 @@ func (q *Queue) maintain() {
 		q.log.Warn("buffer: persisting acknowledgements failed; will retry", "err", err)
 	}
 	q.logDrops(q.now(), false)
-	trimMappings(q.dir)
 }
 
 // expire drops the records older than MaxAge, from the head on, and returns

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,25 +27,7 @@ const (
 	vlogFileSize   = 64 << 20
 )
 
-func envInt(k string, d int64) int64 {
-	if v := os.Getenv(k); v != "" {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		return n
-	}
-	return d
-}
-
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
-	return badgerOptions2(dir, log).
-		WithMemTableSize(envInt("BUF_MT", memTableSize)).
-		WithBaseTableSize(envInt("BUF_BT", 2<<20)).
-		WithNumCompactors(int(envInt("BUF_NC", 2))).
-		WithValueThreshold(envInt("BUF_VT", valueThreshold)).
-		WithNumLevelZeroTables(int(envInt("BUF_L0", 4))).
-		WithBaseLevelSize(envInt("BUF_BL", 10<<20))
-}
-
-func badgerOptions2(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(false). // Append syncs once per group commit
@@ -104,13 +85,13 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		return nil, fmt.Errorf("buffer: open: %w", err)
 	}
 	q := &Queue{
-		dir:    dir,
-		cfg:    cfg,
-		log:    log,
-		now:    time.Now,
-		notify: make(chan struct{}, 1),
-		acked:  make(map[uint64]struct{}),
-		tuning: newTuning(memTableSize, valueThreshold),
+		dir:      dir,
+		cfg:      cfg,
+		log:      log,
+		now:      time.Now,
+		notify:   make(chan struct{}, 1),
+		acked:    make(map[uint64]struct{}),
+		ackLimit: ackMemLimit,
 	}
 	q.gcond = sync.NewCond(&q.gmu)
 
@@ -138,6 +119,8 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		log.Warn("buffer: metadata was missing or inconsistent; rebuilt it by scanning the store", "dir", dir, "records", m.count, "last_seq", m.lastSeq)
 	}
 	q.db, q.st = db, m
+	o := db.Opts()
+	q.tuning = newTuning(o.MemTableSize, o.ValueThreshold)
 	return q, nil
 }
 

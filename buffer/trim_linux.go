@@ -12,13 +12,14 @@ import (
 )
 
 // trimMappings asks the kernel to reclaim the pages of badger's mmap'd
-// table and value-log files (MADV_PAGEOUT, Linux 5.4+). Badger reads and
-// writes these files only through mmap, so every page it ever touched
-// would otherwise stay in the process's RSS (hundreds of MB with a 1M
-// backlog) although it is only file cache. MADV_PAGEOUT never loses data:
-// dirty pages are written back first, and a page that is used again is
-// simply read back. The memtable logs (.mem), written constantly, are left
-// alone. It returns the number of bytes of mappings advised.
+// tables, value logs and memtable logs (MADV_PAGEOUT, Linux 5.4+). Badger
+// reads and writes these files only through mmap, so every page it ever
+// touched would otherwise stay in the process's RSS (hundreds of MB with a
+// 1M backlog) although it is only file cache. MADV_PAGEOUT never loses
+// data: dirty pages are written back first (the memtable log is fsync'd by
+// every append commit anyway and only appended to), and a page that is used
+// again is simply read back. It returns the number of bytes of mappings
+// advised.
 func trimMappings(dir string) int64 {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -36,7 +37,7 @@ func trimMappings(dir string) int64 {
 		if len(f) < 6 || filepath.Dir(f[5]) != abs {
 			continue
 		}
-		if ext := filepath.Ext(f[5]); ext != ".sst" && ext != ".vlog" {
+		if ext := filepath.Ext(f[5]); ext != ".sst" && ext != ".vlog" && ext != ".mem" {
 			continue
 		}
 		lo, hi, ok := strings.Cut(f[0], "-")

@@ -27,14 +27,15 @@ func newTuning(memTableSize, valueThreshold int64) tuning {
 // require. Every transaction carries the metadata for the state after it,
 // so that the store is consistent after each commit. Use with wmu held.
 type writer struct {
-	q     *Queue
-	txn   *badger.Txn
-	st    meta // working state
-	dirty bool
-	n     int64
-	size  int64
-	delta counters
-	gone  []uint64 // seqs removed, to forget from q.acked
+	q       *Queue
+	txn     *badger.Txn
+	st      meta // working state
+	dirty   bool
+	appends bool // the open transaction holds new records
+	n       int64
+	size    int64
+	delta   counters
+	gone    []uint64 // seqs removed, to forget from q.acked
 }
 
 func (q *Queue) newWriter() *writer {
@@ -70,6 +71,7 @@ func (w *writer) set(k, v []byte) error {
 	if err := w.txn.Set(k, v); err != nil {
 		return fmt.Errorf("set %x: %w", k, err)
 	}
+	w.appends = true
 	return nil
 }
 
@@ -108,7 +110,7 @@ func (w *writer) commitTxn() error {
 		w.txn = w.q.db.NewTransaction(true)
 	}
 	txn := w.txn
-	w.txn, w.n, w.size = nil, 0, 0
+	w.txn, w.n, w.size, w.appends = nil, 0, 0, false
 	defer txn.Discard()
 	err := txn.Set(metaKey, encodeMeta(w.st))
 	if err == nil {

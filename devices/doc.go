@@ -36,7 +36,9 @@
 // in UTC (unit omitted when empty, "quality":"uncertain" added when the
 // driver says so); `payload: value` publishes the bare value as text.
 //
-// Report by exception: a value is published when it is the first since
+// A point with neither a deadband nor a heartbeat publishes every reading,
+// so a subscriber that arrives late sees a steady value at the next poll.
+// A point with either reports by exception: a value is published when it is the first since
 // start or since the point or device recovered, when it changed — numbers by
 // at least `deadband` and `deadband_percent` of the last published value
 // (every configured band must be exceeded; without bands any change counts),

@@ -102,12 +102,13 @@ func TestPollSchedulePerPoint(t *testing.T) {
 func TestDeadbandHeartbeatPayloads(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		drv := newFakeDriver()
-		drv.values["t"], drv.values["n"], drv.values["s"] = 20.0, int64(7), "on"
+		drv.values["t"], drv.values["n"], drv.values["s"], drv.values["e"] = 20.0, int64(7), "on", int64(3)
 		h := start(t, drv, DeviceConfig{Name: "boiler", Driver: "fake", Topic: "home/{device}/{point}", Poll: time.Second,
 			Points: []PointConfig{
 				{Name: "t", Unit: "°C", Deadband: 0.5, Heartbeat: 10 * time.Second},
 				{Name: "n", Scale: f64(0.1), Offset: 1, DeadbandPercent: 10},
-				{Name: "s", Retain: new(true), QoS: iptr(0)},
+				{Name: "s", Retain: new(true), QoS: iptr(0), Heartbeat: time.Hour},
+				{Name: "e"}, // neither deadband nor heartbeat: every reading
 			}})
 		first := h.pub.take()
 		want := []string{
@@ -115,6 +116,7 @@ func TestDeadbandHeartbeatPayloads(t *testing.T) {
 			`home/boiler/t {"value":20,"unit":"°C","ts":"` + h.at(0) + `"}`,
 			`home/boiler/n {"value":1.7,"ts":"` + h.at(0) + `"}`,
 			`home/boiler/s {"value":"on","ts":"` + h.at(0) + `"}`,
+			`home/boiler/e {"value":3,"ts":"` + h.at(0) + `"}`,
 		}
 		if diff := cmp.Diff(want, lines(first)); diff != "" {
 			t.Errorf("first poll (-want +got):\n%s", diff)
@@ -125,8 +127,8 @@ func TestDeadbandHeartbeatPayloads(t *testing.T) {
 		// Below every deadband: nothing.
 		drv.set(func(d *fakeDriver) { d.values["t"], d.values["n"] = 20.4, int64(8) }) // n: 1.8, Δ0.1 < 10% of 1.7
 		advance(time.Second)
-		if got := h.pub.take(); len(got) != 0 {
-			t.Errorf("published inside the deadband: %q", lines(got))
+		if diff := cmp.Diff([]string{`home/boiler/e {"value":3,"ts":"` + h.at(time.Second) + `"}`}, lines(h.pub.take())); diff != "" {
+			t.Errorf("inside the deadband only e, which publishes every reading (-want +got):\n%s", diff)
 		}
 		drv.set(func(d *fakeDriver) { d.values["t"], d.values["n"], d.values["s"] = 20.5, int64(9), "off" })
 		advance(time.Second)
@@ -134,17 +136,23 @@ func TestDeadbandHeartbeatPayloads(t *testing.T) {
 			`home/boiler/t {"value":20.5,"unit":"°C","ts":"` + h.at(2*time.Second) + `"}`,
 			`home/boiler/n {"value":1.9,"ts":"` + h.at(2*time.Second) + `"}`,
 			`home/boiler/s {"value":"off","ts":"` + h.at(2*time.Second) + `"}`,
+			`home/boiler/e {"value":3,"ts":"` + h.at(2*time.Second) + `"}`,
 		}
 		if diff := cmp.Diff(want, lines(h.pub.take())); diff != "" {
 			t.Errorf("change beyond deadband (-want +got):\n%s", diff)
 		}
-		// Unchanged: only t's heartbeat, 10s after its last publish.
+		// Unchanged: only e every poll, and t's heartbeat 10s after its last publish.
 		advance(9 * time.Second)
-		if got := h.pub.take(); len(got) != 0 {
-			t.Errorf("published before the heartbeat: %q", lines(got))
+		for _, l := range lines(h.pub.take()) {
+			if !strings.HasPrefix(l, "home/boiler/e ") {
+				t.Errorf("published before the heartbeat: %q", l)
+			}
 		}
 		advance(time.Second)
-		want = []string{`home/boiler/t {"value":20.5,"unit":"°C","ts":"` + h.at(12*time.Second) + `"}`}
+		want = []string{
+			`home/boiler/t {"value":20.5,"unit":"°C","ts":"` + h.at(12*time.Second) + `"}`,
+			`home/boiler/e {"value":3,"ts":"` + h.at(12*time.Second) + `"}`,
+		}
 		if diff := cmp.Diff(want, lines(h.pub.take())); diff != "" {
 			t.Errorf("heartbeat (-want +got):\n%s", diff)
 		}

@@ -95,12 +95,15 @@ func asFloat(v any) (float64, bool) {
 	return 0, false
 }
 
-// changedEnough reports whether cur differs from the last published value
-// by at least the point's deadbands. Numbers: |Δ| > 0 and |Δ| ≥ deadband and
+// changedEnough reports whether cur should be published after last. A point
+// with neither a deadband nor a heartbeat publishes every reading, so a
+// subscriber that arrives late sees a steady value at the next poll. Otherwise
+// it reports by exception: numbers need |Δ| > 0 and |Δ| ≥ deadband and
 // |Δ| ≥ deadband_percent·|last|/100 (every configured band must be
-// exceeded). Other values: any change.
+// exceeded), other values any change, and the heartbeat re-publishes
+// unchanged values.
 func changedEnough(last, cur any, c *PointConfig) bool {
-	if last == nil {
+	if last == nil || c.Deadband == 0 && c.DeadbandPercent == 0 && c.Heartbeat == 0 {
 		return true
 	}
 	lf, lok := asFloat(last)

@@ -354,12 +354,22 @@ func (d *doctor) clock() {
 	}
 }
 
+// timesyncFlag is created by systemd-timesyncd once it has synchronised.
+const timesyncFlag = "/run/systemd/timesync/synchronized"
+
 // ClockSynchronized reports whether the system clock is synchronised to a
-// time source. It asks `timedatectl show -p NTPSynchronized --value` where
-// systemd answers, else the kernel (adjtimex: STA_UNSYNC clear). A Raspberry
-// Pi has no RTC: until this is true, its clock may be far off. It runs a
-// process at most once per call and is safe for concurrent use.
+// time source. A Raspberry Pi has no RTC: until this is true, its clock may
+// be far off. It asks, in order: systemd-timesyncd's flag file
+// (/run/systemd/timesync/synchronized: true when present),
+// `timedatectl show -p NTPSynchronized --value` where systemd answers, and
+// the kernel (adjtimex: STA_UNSYNC clear; under the unit's ProtectClock=yes
+// adjtimex is denied, hence the first two). It may run one process per call,
+// so poll it (every 30s or so until true), not per reading. Safe for
+// concurrent use.
 func ClockSynchronized() (bool, error) {
+	if _, err := os.Stat(timesyncFlag); err == nil {
+		return true, nil
+	}
 	if _, err := exec.LookPath("timedatectl"); err == nil {
 		var out bytes.Buffer
 		cmd := exec.Command("timedatectl", "show", "-p", "NTPSynchronized", "--value")

@@ -130,7 +130,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	var q *buffer.Queue
 	var br *bridge.Bridge
 	if cfg.Bridge != nil {
-		q, err = buffer.Open(filepath.Join(dataDir, "buffer"), cfg.Bridge.Buffer, g.log.With("component", "buffer"))
+		q, err = buffer.Open(filepath.Join(dataDir, "buffer"), cfg.Bridge.Buffer, g.log)
 		if err != nil {
 			return fmt.Errorf("open buffer: %w", err)
 		}
@@ -143,7 +143,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 
 	b, err := broker.New(cfg.Broker, broker.Options{
 		DataDir: filepath.Join(dataDir, "broker"),
-		Logger:  g.log.With("component", "broker"),
+		Logger:  g.log,
 		Ingress: func(m *broker.Message) error { return g.ingress(br, m) },
 	})
 	if err != nil {
@@ -154,7 +154,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			Gateway: cfg.Gateway.ID,
 			Queue:   q,
 			Local:   bridgeLocal{b},
-			Logger:  g.log.With("component", "bridge"),
+			Logger:  g.log,
 		})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)

@@ -110,6 +110,21 @@ func TestQuickBenchJSON(t *testing.T) {
 	if rateGoals != 2 {
 		t.Errorf("%d throughput goals, want 2: %+v", rateGoals, rep.Goals)
 	}
+
+	// The saved report prints as the table.
+	saved := filepath.Join(t.TempDir(), "report.json")
+	if err := os.WriteFile(saved, stdout.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	if code := run(ctx, []string{"--from-json", saved}, &table, &stderr); code != 0 {
+		t.Fatalf("--from-json: exit %d: %s", code, stderr.String())
+	}
+	for _, want := range []string{"gateway", "mosquitto", "qos1-2x2", "qos0-4x1", mRate, mDelivery, "≥ 1.0× mosquitto"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
 }
 
 func TestRefusesNonLoopback(t *testing.T) {

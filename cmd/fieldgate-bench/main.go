@@ -56,6 +56,7 @@ type options struct {
 	only          []string
 	quick         bool
 	jsonOut       bool
+	fromJSON      string
 	messages      int64
 	duration      time.Duration
 	window        int
@@ -113,7 +114,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	only := fs.String("only", "", "comma-separated scenarios or prefixes (qos1, qos0-2x2, idle, ingest, drain, modbus)")
 	fs.BoolVar(&o.quick, "quick", false, "CI-sized run: few messages, short windows")
 	fs.BoolVar(&o.jsonOut, "json", false, "print JSON instead of the table")
-	fs.Int64Var(&o.messages, "messages", 0, "publishes per throughput scenario, split over its publishers (default 50000, quick 2000)")
+	fs.StringVar(&o.fromJSON, "from-json", "", "print the table of a report saved with --json, and run nothing")
+	fs.Int64Var(&o.messages, "messages", 0, "publishes per throughput scenario, split over its publishers (default 20000, quick 2000)")
 	fs.DurationVar(&o.duration, "duration", 0, "publish for this long per throughput scenario instead of --messages")
 	fs.IntVar(&o.window, "window", 100, "in-flight QoS 1/2 publishes per publisher")
 	fs.IntVar(&o.payload, "payload", 64, "payload bytes (at least 8: publisher id and sequence)")
@@ -188,7 +190,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			}
 		}
 	}
-	def(&o.messages, 50_000, 2_000)
+	def(&o.messages, 20_000, 2_000)
 	def(&o.ingestMsgs, 300_000, 2_000)
 	def(&o.drainMessages, 1_000_000, 10_000)
 	o.idle, o.settle, o.modbusWindow = 5*time.Second, 2*time.Second, 10*time.Second
@@ -223,6 +225,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "fieldgate-bench:", err)
 		}
 		return 2
+	}
+	if o.fromJSON != "" {
+		return printSaved(o.fromJSON, stdout, stderr)
 	}
 	dir, err := os.MkdirTemp("", "fieldgate-bench")
 	if err != nil {
@@ -287,6 +292,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if failed {
 		return 1
+	}
+	return 0
+}
+
+// printSaved prints the table (or soak summary) of a saved --json report.
+func printSaved(path string, stdout, stderr io.Writer) int {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "fieldgate-bench:", err)
+		return 1
+	}
+	var rep report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		fmt.Fprintf(stderr, "fieldgate-bench: %s: %v\n", path, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s (%s, %d CPUs, %s)\n", rep.Command, rep.GoVersion, rep.CPUs, rep.Started.Format(time.RFC3339))
+	if rep.Soak != nil {
+		printSoak(stdout, rep.Soak)
+	} else {
+		printTable(stdout, &rep)
 	}
 	return 0
 }

@@ -17,8 +17,13 @@ cd "$(dirname "$0")/../.."
 if [ $# -gt 0 ]; then
 	pkgs=("$@")
 else
-	pkgs=(./devices ./devices/sim ./devices/modbus ./devices/serial ./buffer ./broker ./bridge)
+	pkgs=(./devices ./devices/modbus ./devices/serial ./buffer)
 fi
+# Tests that start a copy of the test binary (exec format error without
+# binfmt_misc), by package.
+declare -A skip=(
+	[./buffer]='^TestCrashRecovery$'
+)
 timeout=${QEMU_TEST_TIMEOUT:-150s}
 
 qemu=$(command -v qemu-aarch64-static || true)
@@ -46,7 +51,11 @@ for pkg in "${pkgs[@]}"; do
 		echo "ok    $pkg (no test files)"
 		continue
 	fi
-	if (cd "$pkg" && "$qemu" "$bin" -test.short -test.timeout="$timeout" >"$bin.log" 2>&1); then
+	args=(-test.short -test.timeout="$timeout")
+	if [ -n "${skip[$pkg]:-}" ]; then
+		args+=(-test.skip="${skip[$pkg]}")
+	fi
+	if (cd "$pkg" && "$qemu" "$bin" "${args[@]}" >"$bin.log" 2>&1); then
 		echo "ok    $pkg (build $((t1 - t0))s, run under qemu $((SECONDS - t1))s)"
 		passed=$((passed + 1))
 	else

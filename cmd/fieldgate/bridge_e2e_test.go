@@ -53,12 +53,13 @@ c.connect("127.0.0.1", port)
 c.loop_start()
 for seq in range(start, start + n):
     if gone: break
-    while True:
+    while not gone:
         info = c.publish("myhome/seq", str(seq), qos=1)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             time.sleep(0.001)
             continue
         break
+    if gone: break
     if info.rc != mqtt.MQTT_ERR_SUCCESS: break
     mids[info.mid] = seq
 deadline = time.time() + 10

@@ -181,4 +181,15 @@ devices:
 		return false
 	})
 	g.stop()
+
+	// fieldgate probe finds the decoding that gives the expected value.
+	out, errOut, code := runBin(t, "", "probe", "--address", fmt.Sprintf("127.0.0.1:%d", tcpPort), "--register", "100", "--count", "2", "--expect", "21.5")
+	if code != 0 {
+		t.Fatalf("probe: exit %d: %s", code, errOut)
+	}
+	_, ranked, _ := strings.Cut(out, "closest to 21.5 first:\n")
+	first, _, _ := strings.Cut(ranked, "\n")
+	if f := strings.Fields(first); len(f) != 4 || f[1] != "float32" || f[2] != "CDAB" || f[3] != "21.5" {
+		t.Errorf("probe ranked %q first, want float32 CDAB 21.5:\n%s", first, out)
+	}
 }

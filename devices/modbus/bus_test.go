@@ -3,10 +3,12 @@ package modbus
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -491,3 +493,39 @@ func TestSharedBusAcrossPlug(t *testing.T) {
 		t.Fatalf("poll: %v", err)
 	}
 }
+
+// TestRS485UnsupportedContinues: a pty has no RS-485 mode (TIOCSRS485
+// fails with ENOTTY); the driver logs it once and works on.
+func TestRS485UnsupportedContinues(t *testing.T) {
+	s := newSlave(t, 1)
+	s.setHolding(1, 0, 9)
+	p := newPty(t, "")
+	s.serveRTU(p)
+	var logs strings.Builder
+	var mu sync.Mutex
+	d := New(slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(b)
+	}), nil)))
+	cfg := rtuConfig("dev", p.Link, 1, holdingU16("v", 0))
+	cfg.RS485 = &devices.RS485{Enabled: true, DelayRTSAfterSend: time.Millisecond, RTSHighDuringSend: true}
+	c, dev := open(t, d, cfg)
+	for range 2 {
+		if rs, err := pollAll(t, c, dev); err != nil || rs[0].Value != uint64(9) {
+			t.Fatalf("poll with rs485 on a pty: %v %v", err, rs[0].Err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "RS-485 mode not set"); n != 1 {
+		t.Errorf("RS-485 warning logged %d times, want 1:\n%s", n, logs.String())
+	}
+	if err := setRS485(p.tty.Name(), cfg.RS485); !errors.Is(err, syscall.ENOTTY) {
+		t.Errorf("setRS485 on a pty: %v, want ENOTTY", err)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }

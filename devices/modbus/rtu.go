@@ -181,14 +181,13 @@ func (t *rtuTransport) transact(ctx context.Context, unit byte, req *mb.Protocol
 		} else {
 			rto = t.interChar
 		}
-		limit := 3 // enough to learn the length
-		if want > 0 {
-			limit = want
-		}
 		if err := t.port.SetReadTimeout(min(rto, readSlice)); err != nil {
 			return nil, time.Time{}, fmt.Errorf("set read timeout on %s: %w", t.path, err)
 		}
-		k, err := t.port.Read(t.buf[n:limit])
+		// Read whatever has arrived (usually the whole frame at once);
+		// bytes past the frame are noise, dropped by the flush before the
+		// next request.
+		k, err := t.port.Read(t.buf[n:])
 		if err != nil {
 			return nil, time.Time{}, fmt.Errorf("read %s: %w", t.path, err)
 		}
@@ -208,7 +207,7 @@ func (t *rtuTransport) transact(ctx context.Context, unit byte, req *mb.Protocol
 			return nil, time.Time{}, &frameError{fmt.Sprintf("unexpected bytes % x", t.buf[:n])}
 		}
 	}
-	pdu, err := t.pk.Decode(t.buf[:n])
+	pdu, err := t.pk.Decode(t.buf[:want])
 	if err != nil {
 		t.resync(ctx)
 		return nil, time.Time{}, &frameError{err.Error()}

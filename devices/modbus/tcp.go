@@ -104,8 +104,11 @@ func (t *tcpTransport) transact(ctx context.Context, unit byte, req *mb.Protocol
 // leaves the stream out of step, so the connection is closed.
 func (t *tcpTransport) readError(ctx context.Context, partial bool, err error) error {
 	err = t.ioError("read", ctx, err)
-	if partial && errors.Is(err, ErrTimeout) {
+	if partial && (errors.Is(err, ErrTimeout) || ctx.Err() != nil) {
 		t.close()
+		if ctx.Err() != nil {
+			return err
+		}
 		return &frameError{"response cut short: " + err.Error()}
 	}
 	return err
