@@ -162,6 +162,19 @@ func (c *wsConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// SetWriteDeadline is safe to call while a Write is in progress: the
+// deadline is set on the underlying connection at once (bounding the
+// write in progress) and on the websocket under the write lock (gorilla
+// re-applies it to every frame).
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	if err := c.UnderlyingConn().SetWriteDeadline(t); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
 func (c *wsConn) SetDeadline(t time.Time) error {
 	if err := c.SetReadDeadline(t); err != nil {
 		return err

@@ -314,3 +314,23 @@ func TestGoSlaveFrames(t *testing.T) {
 		}
 	}
 }
+
+func TestMedianKeepsEveryLoss(t *testing.T) {
+	runs := []result{
+		{Rate: 10, Published: 100, Expected: 200, Delivered: 200, PeakRSS: 5},
+		{Rate: 30, Published: 100, Expected: 200, Delivered: 199, PeakRSS: 9, CPUPerMsg: 3},
+		{Rate: 20, Published: 100, Expected: 200, Delivered: 200, PeakRSS: 7, CPUPerMsg: 2},
+	}
+	m := median(runs)
+	want := result{
+		Rate: 20, CPUPerMsg: 2, PeakRSS: 9,
+		Published: 300, Expected: 600, Delivered: 599, DeliveryRatio: 599.0 / 600,
+		Extra: map[string]float64{"runs": 3, "rate_min": 10, "rate_max": 30},
+	}
+	if d := cmp.Diff(want, m); d != "" {
+		t.Errorf("median (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(runs[0], median(runs[:1])); d != "" {
+		t.Errorf("one run is returned as is (-want +got):\n%s", d)
+	}
+}

@@ -60,6 +60,7 @@ type options struct {
 	messages      int64
 	duration      time.Duration
 	window        int
+	repeat        int
 	payload       int
 	ingestMsgs    int64
 	ingestPubs    int
@@ -117,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.fromJSON, "from-json", "", "print the table of a report saved with --json, and run nothing")
 	fs.Int64Var(&o.messages, "messages", 0, "publishes per throughput scenario, split over its publishers (default 20000, quick 2000)")
 	fs.DurationVar(&o.duration, "duration", 0, "publish for this long per throughput scenario instead of --messages")
+	fs.IntVar(&o.repeat, "repeat", 1, "runs per throughput scenario and target, alternating targets; the table shows the median rate (delivery counts every run)")
 	fs.IntVar(&o.window, "window", 100, "in-flight QoS 1/2 publishes per publisher")
 	fs.IntVar(&o.payload, "payload", 64, "payload bytes (at least 8: publisher id and sequence)")
 	fs.Int64Var(&o.ingestMsgs, "ingest-messages", 0, "publishes for the durable ingest scenario (default 300000, quick 2000)")
@@ -163,6 +165,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.ingestPubs < 1 || o.ingestPubs > ingestInflight || ingestInflight%o.ingestPubs != 0 {
 		errs = append(errs, fmt.Errorf("--ingest-publishers: a divisor of %d", ingestInflight))
+	}
+	if o.repeat < 1 || o.repeat > 9 {
+		errs = append(errs, errors.New("--repeat: 1..9"))
 	}
 	if o.window < 1 || o.window > 65535 {
 		errs = append(errs, errors.New("--window: 1..65535"))
@@ -337,23 +342,28 @@ func bench(ctx context.Context, o *options, dir string, stderr io.Writer) []resu
 			if !o.selected(name) {
 				continue
 			}
+			runs := map[string][]result{}
+			for range o.repeat {
+				for _, t := range o.targets {
+					if ctx.Err() != nil {
+						return out
+					}
+					spec := loadSpec{
+						pubs: sh.pubs, subs: sh.subs, qos: qos, window: o.window,
+						messages: o.messages, duration: o.duration, payload: o.payload,
+						topic: "bench", subFilter: "bench/#", idle: o.idle,
+					}
+					b, err := startTarget(o, t, next(), gatewaySpec{})
+					if err != nil {
+						runs[t] = append(runs[t], result{Scenario: name, Target: t, QoS: int(qos), Error: err.Error()})
+						continue
+					}
+					runs[t] = append(runs[t], throughput(ctx, b, name, spec))
+					b.stop()
+				}
+			}
 			for _, t := range o.targets {
-				if ctx.Err() != nil {
-					return out
-				}
-				spec := loadSpec{
-					pubs: sh.pubs, subs: sh.subs, qos: qos, window: o.window,
-					messages: o.messages, duration: o.duration, payload: o.payload,
-					topic: "bench", subFilter: "bench/#", idle: o.idle,
-				}
-				b, err := startTarget(o, t, next(), gatewaySpec{})
-				if err != nil {
-					logr(result{Scenario: name, Target: t, QoS: int(qos), Error: err.Error()})
-					continue
-				}
-				r := throughput(ctx, b, name, spec)
-				b.stop()
-				logr(r)
+				logr(median(runs[t]))
 			}
 		}
 	}

@@ -394,6 +394,18 @@ func (b *broker) restart() error {
 	return nil
 }
 
+// diagnose describes the process after a load error: whether it exited
+// (and how) and the tail of its output.
+func (b *broker) diagnose() string {
+	state := "still running"
+	select {
+	case <-b.p.done:
+		state = "exited: " + b.p.cmd.ProcessState.String()
+	case <-time.After(500 * time.Millisecond):
+	}
+	return fmt.Sprintf(" [%s %s; output: %s]", b.kind, state, tail(b.p.out.String(), 1500))
+}
+
 // stop ends the broker process gracefully.
 func (b *broker) stop() { b.p.stop(10 * time.Second) }
 

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -143,6 +145,37 @@ func drive(ctx context.Context, addr string, s loadSpec, tag string) (*loadRun, 
 	return run, nil
 }
 
+// median folds repeated runs of one scenario on one target: rate, time,
+// CPU and RSS come from the run with the median rate (RSS is the highest of
+// all), while the counts are summed over every run so that a loss in any
+// run shows in the delivery ratio. A failed run's error is kept.
+func median(runs []result) result {
+	if len(runs) == 1 {
+		return runs[0]
+	}
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b result) int { return cmp.Compare(a.Rate, b.Rate) })
+	m := sorted[len(sorted)/2]
+	m.Published, m.Acked, m.Expected, m.Delivered, m.Duplicates = 0, 0, 0, 0, 0
+	m.Extra = map[string]float64{"runs": float64(len(runs)), "rate_min": sorted[0].Rate, "rate_max": sorted[len(sorted)-1].Rate}
+	for _, r := range runs {
+		m.Published += r.Published
+		m.Acked += r.Acked
+		m.Expected += r.Expected
+		m.Delivered += r.Delivered
+		m.Duplicates += r.Duplicates
+		m.PeakRSS = max(m.PeakRSS, r.PeakRSS)
+		if r.Error != "" && m.Error == "" {
+			m.Error = r.Error
+		}
+	}
+	m.DeliveryRatio = 0
+	if m.Expected > 0 {
+		m.DeliveryRatio = float64(m.Delivered) / float64(m.Expected)
+	}
+	return m
+}
+
 // waitDeliveries waits until the subscribers hold want unique messages in
 // total, or none arrived for idle, and returns the time of the last one.
 func waitDeliveries(ctx context.Context, subs []*tracker, want int64, idle time.Duration) time.Time {
@@ -183,6 +216,9 @@ func throughput(ctx context.Context, b *broker, name string, s loadSpec) result 
 	rs := sampleRSS(b.p.pid(), 100*time.Millisecond)
 	run, end, err := driveAndWait(ctx, b.addr, s, b.kind)
 	r.PeakRSS = peakRSS(b, rs)
+	if err != nil {
+		err = fmt.Errorf("%w%s", err, b.diagnose())
+	}
 	cpu1, cerr := b.cpuSeconds()
 	if err != nil {
 		r.Error = err.Error()
@@ -271,6 +307,9 @@ func ingest(ctx context.Context, b *broker, s loadSpec) result {
 	rs := sampleRSS(b.p.pid(), 100*time.Millisecond)
 	run, err := drive(ctx, b.addr, s, b.kind)
 	r.PeakRSS = peakRSS(b, rs)
+	if err != nil {
+		err = fmt.Errorf("%w%s", err, b.diagnose())
+	}
 	cpu1, _ := b.cpuSeconds()
 	if err != nil {
 		r.Error = err.Error()
@@ -358,7 +397,7 @@ func drain(ctx context.Context, o *options, dir string) result {
 	run, err := drive(ctx, gw.addr, spec, "fill")
 	fillPeak := rs.finish()
 	if err != nil {
-		return fail(fmt.Errorf("fill: %w", err))
+		return fail(fmt.Errorf("fill: %w%s", err, gw.diagnose()))
 	}
 	r.Published, r.Acked = run.published, run.acked
 	r.Expected = run.acked

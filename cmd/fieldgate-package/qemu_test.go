@@ -31,8 +31,9 @@ func qemu(t *testing.T, args ...string) (string, int) {
 	return "", 0
 }
 
-// TestArm64UnderQemu runs the packaged arm64 binary: its version, a valid
-// configuration check and an invalid one (exit code 1).
+// TestArm64UnderQemu runs the packaged arm64 binary: its version, checks of
+// the demo and the packaged example configurations, and of an invalid one
+// (exit code 1).
 func TestArm64UnderQemu(t *testing.T) {
 	out, code := qemu(t, "version")
 	if want := "fieldgate " + testVersion; code != 0 || strings.TrimSpace(out) != want {
@@ -42,6 +43,12 @@ func TestArm64UnderQemu(t *testing.T) {
 	out, code = qemu(t, "check", "--config", "configs/demo.yaml")
 	if code != 0 {
 		t.Errorf("check --config configs/demo.yaml: exit %d, want 0\n%s", code, out)
+	}
+
+	shipped := defaultConfig(moduleRoot)
+	out, code = qemu(t, "check", "--config", shipped)
+	if code != 0 {
+		t.Errorf("check --config %s (the packaged example): exit %d, want 0\n%s", shipped, code, out)
 	}
 
 	bad := filepath.Join(t.TempDir(), "bad.yaml")

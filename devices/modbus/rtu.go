@@ -65,6 +65,9 @@ type rtuTransport struct {
 	pk        *mb.RTUClientHandler
 	buf       [maxRTUFrame]byte
 	rs485Warn bool
+	// stale is set after a timeout: a late answer may still be on its way,
+	// so the next request first waits for the line to be quiet.
+	stale bool
 }
 
 func newRTUTransport(cfg *devices.DeviceConfig, log *slog.Logger, c *counters) *rtuTransport {
@@ -103,7 +106,7 @@ func (t *rtuTransport) open() error {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	t.port, t.path = p, path
-	t.last = time.Time{}
+	t.last, t.stale = time.Time{}, false
 	return nil
 }
 
@@ -145,6 +148,10 @@ func (t *rtuTransport) transact(ctx context.Context, unit byte, req *mb.Protocol
 	if err := t.waitSilent(ctx); err != nil {
 		return nil, time.Time{}, err
 	}
+	if t.stale {
+		t.resync(ctx)
+		t.stale = false
+	}
 	// Bytes left over from an earlier, late answer would corrupt this one.
 	if err := t.port.ResetInputBuffer(); err != nil {
 		return nil, time.Time{}, fmt.Errorf("flush %s: %w", t.path, err)
@@ -176,6 +183,7 @@ func (t *rtuTransport) transact(ctx context.Context, unit byte, req *mb.Protocol
 		if n == 0 {
 			rto = time.Until(deadline)
 			if rto <= 0 {
+				t.stale = true
 				return nil, time.Time{}, fmt.Errorf("unit %d function %d: %w", unit, req.FunctionCode, ErrTimeout)
 			}
 		} else {

@@ -69,7 +69,7 @@ func (t *tcpTransport) transact(ctx context.Context, unit byte, req *mb.Protocol
 		return nil, time.Time{}, fmt.Errorf("set deadline on %s: %w", t.address, err)
 	}
 	if _, err := t.conn.Write(adu); err != nil {
-		return nil, time.Time{}, t.ioError("write", ctx, err)
+		return nil, time.Time{}, t.ioError(ctx, "write", err)
 	}
 	for {
 		if n, err := io.ReadFull(t.conn, t.buf[:7]); err != nil {
@@ -103,7 +103,7 @@ func (t *tcpTransport) transact(ctx context.Context, unit byte, req *mb.Protocol
 // readError classifies a read error; a read that stopped inside a frame
 // leaves the stream out of step, so the connection is closed.
 func (t *tcpTransport) readError(ctx context.Context, partial bool, err error) error {
-	err = t.ioError("read", ctx, err)
+	err = t.ioError(ctx, "read", err)
 	if partial && (errors.Is(err, ErrTimeout) || ctx.Err() != nil) {
 		t.close()
 		if ctx.Err() != nil {
@@ -117,7 +117,7 @@ func (t *tcpTransport) readError(ctx context.Context, partial bool, err error) e
 // ioError classifies a connection error: a timeout keeps the connection
 // (the transaction id check drops the late answer), anything else is an
 // I/O error that makes the bus close and reconnect.
-func (t *tcpTransport) ioError(op string, ctx context.Context, err error) error {
+func (t *tcpTransport) ioError(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
