@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fieldgate/fieldgate/devices/serial"
 )
 
 // metrics exposes the components' Stats snapshots as Prometheus metrics,
@@ -61,6 +63,7 @@ var (
 	mDevWrites     = desc("device_writes_total", "Write requests received.", "device", "driver")
 	mDevWriteErrs  = desc("device_write_errors_total", "Write requests refused or failed.", "device", "driver")
 	mDevReconnects = desc("device_reconnects_total", "Reopen attempts after a failure.", "device", "driver")
+	mSerialLines   = desc("serial_lines_total", "Lines read from serial sensors, by result (parsed or the reason they were skipped).", "device", "result")
 	mDevLastSample = desc("device_last_sample_timestamp_seconds", "Sample time of the last published value.", "device", "driver")
 )
 
@@ -137,6 +140,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			counter(mBrDropped, float64(v), reason)
 		}
 	}
+	m.collectSerial(ch)
 	if devs != nil {
 		for _, d := range devs.Stats().Devices {
 			l := []string{d.Name, d.Driver}
@@ -151,6 +155,26 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			if !d.LastSample.IsZero() {
 				gauge(mDevLastSample, float64(d.LastSample.UnixMilli())/1000, l...)
 			}
+		}
+	}
+}
+
+// lineStatser is the serial driver's per-device line accounting.
+type lineStatser interface {
+	Stats() map[string]serial.LineStats
+}
+
+func (m *metrics) collectSerial(ch chan<- prometheus.Metric) {
+	d, ok := m.g.drivers["serial"].(lineStatser)
+	if !ok {
+		return
+	}
+	for dev, s := range d.Stats() {
+		for result, v := range map[string]uint64{
+			"parsed": s.Parsed, "empty": s.Empty, "no_match": s.NoMatch, "garbage": s.Garbage,
+			"invalid_utf8": s.InvalidUTF8, "too_long": s.TooLong, "partial": s.Partial, "timeout": s.Timeouts,
+		} {
+			ch <- prometheus.MustNewConstMetric(mSerialLines, prometheus.CounterValue, float64(v), dev, result)
 		}
 	}
 }
