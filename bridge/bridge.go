@@ -455,6 +455,7 @@ scan:
 	}
 	b.sess.mu.Unlock()
 	b.cursor, b.maxSent = maxSeq, maxSeq
+	b.st.inflight.Store(int64(len(b.leftover)))
 	b.resume = true
 	b.log.Info("resuming persisted upstream session", "in_flight", len(ids))
 	return nil

@@ -216,7 +216,8 @@ func New(cfg Config, opts Options) (*Broker, error) {
 	return b, nil
 }
 
-// Ready is closed once the store is open and every listener is bound.
+// Ready is closed once the store is open and every listener is bound. It is
+// never closed when Run fails before that, so wait on Run's result too.
 func (b *Broker) Ready() <-chan struct{} { return b.ready }
 
 // Addrs returns the bound listener addresses in configuration order; nil
@@ -387,8 +388,10 @@ func (b *Broker) SetAuth(a AuthConfig) error {
 // through Ingress first (its error is returned and nothing is delivered),
 // then to matching subscribers, retained if m.Retain. m.Origin names the
 // publisher ("devices", "bridge"; default "local") and is delivered as
-// InProcessPrefix+name. ctx is checked before publishing; a publish that
-// has started runs to completion.
+// InProcessPrefix+name. It returns once the message is queued to every
+// subscriber (in-process subscribers have run); QoS 1/2 may wait for slow
+// subscribers as a network publish does (limits.delivery_wait). ctx is
+// checked before publishing; a publish that has started runs to completion.
 func (b *Broker) Publish(ctx context.Context, m Message) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -191,6 +191,9 @@ func TestMetadataRebuilt(t *testing.T) {
 		{"behind the keys", func(txn *badger.Txn) error {
 			return txn.Set(metaKey, encodeMeta(meta{lastSeq: 3, head: 0, count: 3, bytes: 3 * RecordOverhead}))
 		}},
+		{"counting nothing", func(txn *badger.Txn) error {
+			return txn.Set(metaKey, encodeMeta(meta{lastSeq: 10, head: 10}))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

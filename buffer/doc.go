@@ -31,7 +31,7 @@
 // Memory: badger is tuned for a Raspberry Pi (8 MiB memtables, no block
 // cache, no compression, 2 compactors, values up to 4 KiB kept in the LSM
 // tree). Badger accesses all its files through mmap; Run returns those pages
-// to the kernel every 250ms (MADV_PAGEOUT) so that they do not accumulate in
+// to the kernel every 100ms (MADV_PAGEOUT) so that they do not accumulate in
 // the RSS. The process should also set a soft memory limit
 // (GOMEMLIMIT=80MiB or debug.SetMemoryLimit): without it the Go heap grows
 // to twice badger's transient allocations.

@@ -24,8 +24,8 @@ var (
 	ErrClosed = errors.New("buffer: closed")
 )
 
-// Record is one entry of the queue. Data must not be modified by the caller
-// of Read only if it shares it; Read returns copies, so it may.
+// Record is one entry of the queue. Read returns copies: the caller owns
+// Data.
 type Record struct {
 	Seq  uint64    // assigned by Append, > 0, monotonic, never reused
 	Time time.Time // append time (UTC)
@@ -49,7 +49,7 @@ const (
 	maintenanceInterval = time.Second
 	// trimInterval is how often Run returns the pages of badger's mmap'd
 	// files to the kernel (see trimMappings).
-	trimInterval = 250 * time.Millisecond
+	trimInterval = 100 * time.Millisecond
 	// gcInterval is how often Run reclaims disk space.
 	gcInterval = 5 * time.Minute
 	// dropLogInterval rate-limits the "quota reached" log line.
@@ -425,12 +425,14 @@ func (q *Queue) read(after uint64, max int, maxBytes int) ([]Record, [][]byte, e
 				continue
 			}
 			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return fmt.Errorf("record %d: %w", seq, err)
+			rec, derr := decodeRecord(item.Key(), v)
+			if err == nil {
+				err = derr
 			}
-			rec, err := decodeRecord(item.Key(), v)
 			if err != nil {
-				q.log.Error("buffer: dropping corrupt record", "err", err)
+				// A value badger cannot read (damaged value log) is as
+				// lost as one failing its checksum.
+				q.log.Error("buffer: dropping corrupt record", "seq", seq, "err", err)
 				corrupt = append(corrupt, item.KeyCopy(nil))
 				continue
 			}
@@ -612,7 +614,10 @@ func (q *Queue) removeFront(w *writer, values bool, decide func(seq uint64, n in
 			item := it.Item()
 			seq, n, err := parseRecordKey(item.Key())
 			if err != nil {
-				return err
+				if err := w.remove(item.KeyCopy(nil), reasonCorrupt); err != nil {
+					return err
+				}
+				continue
 			}
 			reason := reasonAck
 			q.mu.Lock()

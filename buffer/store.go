@@ -205,7 +205,7 @@ func loadMeta(db *badger.DB) (meta, bool, error) {
 		// The metadata is written in the same transaction as the keys:
 		// records it counts cannot vanish unless the tables are damaged.
 		return meta{}, false, fmt.Errorf("%d records expected after seq %d, none readable: %w", m.count, m.head, errCorrupt)
-	case merr == nil && (!found || first > m.head && last <= m.lastSeq):
+	case merr == nil && (!found || m.count > 0 && first > m.head && last <= m.lastSeq):
 		if found {
 			if err := checkRecords(db, first, last); err != nil {
 				return meta{}, false, err
@@ -221,6 +221,7 @@ func loadMeta(db *badger.DB) (meta, bool, error) {
 	if merr == nil {
 		r.lastSeq = m.lastSeq
 	}
+	var lastKey uint64
 	err = db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}})
 		defer it.Close()
@@ -235,6 +236,7 @@ func loadMeta(db *badger.DB) (meta, bool, error) {
 			r.count++
 			r.bytes += recordCost(n)
 			r.lastSeq = max64(r.lastSeq, seq)
+			lastKey = seq
 		}
 		if r.count == 0 {
 			r.head = r.lastSeq
@@ -245,7 +247,7 @@ func loadMeta(db *badger.DB) (meta, bool, error) {
 		return meta{}, false, fmt.Errorf("rebuild metadata: %w", err)
 	}
 	if r.count > 0 {
-		if err := checkRecords(db, r.head+1, r.lastSeq); err != nil {
+		if err := checkRecords(db, r.head+1, lastKey); err != nil {
 			return meta{}, false, err
 		}
 	}

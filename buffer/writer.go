@@ -77,15 +77,17 @@ func (w *writer) set(k, v []byte) error {
 
 // remove deletes a record key and accounts for it under reason.
 func (w *writer) remove(k []byte, reason dropReason) error {
-	seq, n, err := parseRecordKey(k)
-	if err != nil {
-		return err
-	}
+	seq, n, kerr := parseRecordKey(k)
 	if err := w.reserve(k, nil); err != nil {
 		return err
 	}
 	if err := w.txn.Delete(k); err != nil {
-		return fmt.Errorf("delete record %d: %w", seq, err)
+		return fmt.Errorf("delete record %x: %w", k, err)
+	}
+	if kerr != nil {
+		// A malformed key was never counted: just remove it.
+		w.delta.dropCorrupt++
+		return nil
 	}
 	w.st.count--
 	w.st.bytes -= min(recordCost(n), w.st.bytes)

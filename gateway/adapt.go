@@ -74,11 +74,25 @@ func toBridge(m *broker.Message) bridge.Message {
 		Payload:         m.Payload,
 		QoS:             m.QoS,
 		Retain:          m.Retain,
-		Origin:          m.Origin,
+		Origin:          bridgeOrigin(m.Origin),
 		ContentType:     m.ContentType,
 		ResponseTopic:   m.ResponseTopic,
 		CorrelationData: m.CorrelationData,
 		UserProperties:  props,
 		MessageExpiry:   m.MessageExpiry,
 	}
+}
+
+// bridgeOrigin maps the broker's origin of a message to the bridge's view:
+// the bridge's own local publishes (subscribe routes) become bridge.Origin,
+// which the bridge never forwards back up; anything else, a network client
+// that happens to be called "bridge" included, does not.
+func bridgeOrigin(origin string) string {
+	switch origin {
+	case broker.InProcessOrigin(bridge.Origin):
+		return bridge.Origin
+	case bridge.Origin:
+		return "client/" + origin
+	}
+	return origin
 }

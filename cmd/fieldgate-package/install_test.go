@@ -15,14 +15,18 @@ import (
 )
 
 // stubScript records its command line in $FG_STUB_LOG. getent answers from
-// $FG_STUB_DB (lines "passwd NAME" / "group NAME"); adduser --system adds
-// its user (and group with --group) to that file.
+// $FG_STUB_DB (lines "passwd NAME" / "group NAME"), dpkg-statoverride --list
+// too (lines "statoverride PATH"); adduser --system adds its user (and group
+// with --group) to that file.
 const stubScript = `#!/bin/sh
 name=$(basename "$0")
 echo "$name $*" >>"$FG_STUB_LOG"
 case "$name" in
 getent)
 	grep -qx "$1 $2" "$FG_STUB_DB" || exit 2
+	;;
+dpkg-statoverride)
+	grep -qx "statoverride $2" "$FG_STUB_DB" || exit 1
 	;;
 adduser)
 	case " $* " in
@@ -68,7 +72,7 @@ func newSandbox(t *testing.T, systemd bool, db ...string) *sandbox {
 	}
 	write(t, filepath.Join(s.root, "var/lib/dpkg/status"), "")
 	write(t, s.db, strings.Join(append(db, ""), "\n"))
-	for _, c := range []string{"adduser", "addgroup", "getent", "chgrp", "chown", "systemctl", "deb-systemd-helper", "deb-systemd-invoke"} {
+	for _, c := range []string{"adduser", "addgroup", "getent", "chgrp", "chown", "dpkg-statoverride", "systemctl", "deb-systemd-helper", "deb-systemd-invoke"} {
 		if err := os.WriteFile(filepath.Join(s.stubs, c), []byte(stubScript), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -165,7 +169,9 @@ func TestInstallUpgradeRemove(t *testing.T) {
 		"adduser --quiet --system --group --home /var/lib/fieldgate --no-create-home fieldgate",
 		"getent group dialout",
 		"adduser --quiet fieldgate dialout",
+		"dpkg-statoverride --list /etc/fieldgate",
 		"chgrp fieldgate $ROOT/etc/fieldgate",
+		"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
 		"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
 		"systemctl daemon-reload",
 	}
@@ -208,6 +214,10 @@ func TestInstallUpgradeRemove(t *testing.T) {
 		"getent passwd fieldgate",
 		"getent group dialout",
 		"adduser --quiet fieldgate dialout",
+		"dpkg-statoverride --list /etc/fieldgate",
+		"chgrp fieldgate $ROOT/etc/fieldgate",
+		"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
+		"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
 		"systemctl daemon-reload",
 		"systemctl try-restart fieldgate.service",
 	}
@@ -301,8 +311,10 @@ func TestMaintainerScripts(t *testing.T) {
 				"adduser --quiet --system --group --home /var/lib/fieldgate --no-create-home fieldgate",
 				"getent group dialout",
 				"adduser --quiet fieldgate dialout",
-				"chgrp fieldgate $ROOT/etc/fieldgate",
-				"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
+			"dpkg-statoverride --list /etc/fieldgate",
+			"chgrp fieldgate $ROOT/etc/fieldgate",
+			"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
+			"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
 			},
 		},
 		{
@@ -314,14 +326,33 @@ func TestMaintainerScripts(t *testing.T) {
 				"adduser --quiet --system --ingroup fieldgate --home /var/lib/fieldgate --no-create-home fieldgate",
 				"getent group dialout",
 				"adduser --quiet fieldgate dialout",
-				"chgrp fieldgate $ROOT/etc/fieldgate",
-				"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
+			"dpkg-statoverride --list /etc/fieldgate",
+			"chgrp fieldgate $ROOT/etc/fieldgate",
+			"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
+			"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
 			},
 		},
 		{
 			name: "upgrade without systemd, no dialout group", db: []string{"passwd fieldgate", "group fieldgate"},
 			script: "postinst", args: []string{"configure", "1.0.0"},
-			want: []string{"getent passwd fieldgate", "getent group dialout"},
+			want: []string{
+				"getent passwd fieldgate",
+				"getent group dialout",
+			"dpkg-statoverride --list /etc/fieldgate",
+			"chgrp fieldgate $ROOT/etc/fieldgate",
+			"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
+			"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
+			},
+		},
+		{
+			name: "rights kept by dpkg-statoverride", db: []string{"passwd fieldgate", "statoverride /etc/fieldgate", "statoverride /etc/fieldgate/fieldgate.yaml"},
+			script: "postinst", args: []string{"configure", "1.0.0"},
+			want: []string{
+				"getent passwd fieldgate",
+				"getent group dialout",
+				"dpkg-statoverride --list /etc/fieldgate",
+				"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
+			},
 		},
 		{
 			name: "reinstall after remove with systemd", systemd: true, db: []string{"passwd fieldgate", "group fieldgate", "group dialout"},
@@ -330,8 +361,10 @@ func TestMaintainerScripts(t *testing.T) {
 				"getent passwd fieldgate",
 				"getent group dialout",
 				"adduser --quiet fieldgate dialout",
-				"chgrp fieldgate $ROOT/etc/fieldgate",
-				"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
+			"dpkg-statoverride --list /etc/fieldgate",
+			"chgrp fieldgate $ROOT/etc/fieldgate",
+			"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
+			"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
 				"systemctl daemon-reload",
 			},
 		},
@@ -349,10 +382,14 @@ func TestMaintainerScripts(t *testing.T) {
 			if diff := cmp.Diff(tc.want, s.calls()); diff != "" {
 				t.Errorf("%s %v ran (-want +got):\n%s", tc.script, tc.args, diff)
 			}
-			if tc.script == "postinst" && tc.args[1] == "" {
+			if tc.script == "postinst" {
+				want := fs.FileMode(0o640)
+				if strings.Contains(tc.name, "statoverride") {
+					want = 0o644 // as written above: left alone
+				}
 				fi, err := os.Stat(s.path("etc/fieldgate/fieldgate.yaml"))
-				if err != nil || fi.Mode() != 0o640 {
-					t.Errorf("first install: config mode %v (err %v), want 0640", fi.Mode(), err)
+				if err != nil || fi.Mode() != want {
+					t.Errorf("config mode %v (err %v), want %v", fi.Mode(), err, want)
 				}
 			}
 		})

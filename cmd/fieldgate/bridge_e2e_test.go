@@ -216,3 +216,37 @@ func TestCorruptDataDir(t *testing.T) {
 	})
 	g.stop()
 }
+
+// Commands from the upstream reach local subscribers through a subscribe
+// route with strip_prefix, and are never forwarded back up even though the
+// local topic matches a forward route.
+func TestBridgeSubscribeRouteNoLoop(t *testing.T) {
+	need(t, "mosquitto_sub", "mosquitto_pub")
+	up := startMosquitto(t, 0)
+	upSub := startSub(t, "-h", "127.0.0.1", "-p", fmt.Sprint(up.port), "-q", "1", "-t", "sites/#")
+	g := startGW(t, t.TempDir(), bridgeConfig(up.port, `  subscribe:
+    - {filter: "sites/{gateway}/cmd/#", strip_prefix: "sites/{gateway}/cmd/", qos: 1}
+`))
+	local := startSub(t, "-h", "127.0.0.1", "-p", fmt.Sprint(g.mqttPort), "-q", "1", "-t", "myhome/#")
+	// Wait until the bridge is connected and forwarding.
+	waitSubscribed(t, upSub, func(topic, payload string) {
+		_, _ = mosqPub("-h", "127.0.0.1", "-p", fmt.Sprint(g.mqttPort), "-q", "1", "-t", "myhome/probe", "-m", payload)
+	}, "sites/e2e/myhome/probe")
+	eventually(t, 10*time.Second, "command delivered locally", func() bool {
+		_, _ = mosqPub("-h", "127.0.0.1", "-p", fmt.Sprint(up.port), "-q", "1", "-t", "sites/e2e/cmd/myhome/boiler/setpoint/set", "-m", "55")
+		time.Sleep(100 * time.Millisecond)
+		return local.has("myhome/boiler/setpoint/set 55")
+	})
+	// A local publish on the same topic is forwarded (it did not come from upstream)...
+	if out, err := mosqPub("-h", "127.0.0.1", "-p", fmt.Sprint(g.mqttPort), "-q", "1", "-t", "myhome/marker", "-m", "end"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	eventually(t, 10*time.Second, "marker upstream", func() bool { return upSub.has("sites/e2e/myhome/marker end") })
+	// ...but the command itself never went back up.
+	for _, l := range upSub.snapshot() {
+		if strings.HasPrefix(l, "sites/e2e/myhome/boiler/setpoint/set") {
+			t.Errorf("command looped back upstream: %q", l)
+		}
+	}
+	g.stop()
+}
