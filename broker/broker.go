@@ -258,9 +258,8 @@ func (b *Broker) Run(ctx context.Context) error {
 	if err := srv.AddHook(&policy{b: b}, nil); err != nil {
 		return fmt.Errorf("broker: add policy hook: %w", err)
 	}
-	store := newPersistHook()
-	if err := srv.AddHook(store, filepath.Join(dir, "broker.db")); err != nil {
-		return fmt.Errorf("broker: open store %s: %w", filepath.Join(dir, "broker.db"), err)
+	if err := b.openStore(srv, filepath.Join(dir, "broker.db")); err != nil {
+		return err
 	}
 
 	ls := make([]*listener, 0, len(b.cfg.Listeners))
@@ -609,4 +608,40 @@ func (w *loopWatch) WithAttrs(a []slog.Attr) slog.Handler {
 
 func (w *loopWatch) WithGroup(g string) slog.Handler {
 	return &loopWatch{Handler: w.Handler.WithGroup(g), halted: w.halted, once: w.once}
+}
+
+// openStore adds the persistence hook on path. A store that cannot be opened
+// (corrupt or truncated, G7) is moved aside to path.corrupt-<UTC time> with
+// one error log line, and a fresh one is opened: retained messages and
+// persistent sessions are lost, acknowledged bridge data (in the buffer) is
+// not, and the gateway starts.
+func (b *Broker) openStore(srv *mqtt.Server, path string) error {
+	err := addStore(srv, path)
+	if err == nil {
+		return nil
+	}
+	if _, statErr := os.Stat(path); statErr != nil {
+		return fmt.Errorf("broker: open store %s: %w", path, err)
+	}
+	aside := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405Z")
+	if rerr := os.Rename(path, aside); rerr != nil {
+		return fmt.Errorf("broker: open store %s: %w (and could not move it aside: %v)", path, err, rerr)
+	}
+	b.log.Error("broker store is corrupt; moved aside, starting with an empty one (retained messages and sessions lost)",
+		"path", path, "moved_to", aside, "err", err)
+	if err := addStore(srv, path); err != nil {
+		return fmt.Errorf("broker: open fresh store %s: %w", path, err)
+	}
+	return nil
+}
+
+// addStore opens the bbolt store, turning a panic inside bbolt on a corrupt
+// file into an error.
+func addStore(srv *mqtt.Server, path string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store panicked: %v", r)
+		}
+	}()
+	return srv.AddHook(newPersistHook(), path)
 }

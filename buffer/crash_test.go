@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -96,15 +95,23 @@ func TestCrashRecovery(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() && len(appended) < 3000 {
-			f := strings.Fields(sc.Text())
+		// Lines are processed only when complete: the kill may cut the
+		// last one. After the kill, the rest of the pipe is read too: an
+		// "acking" line printed after the 3000th append still counts.
+		rd := bufio.NewReader(stdout)
+		killed := false
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				break
+			}
+			f := strings.Fields(line)
 			if len(f) < 2 {
 				continue
 			}
 			seq, err := strconv.ParseUint(f[1], 10, 64)
 			if err != nil {
-				t.Fatalf("child said %q", sc.Text())
+				t.Fatalf("child said %q", line)
 			}
 			switch {
 			case f[0] == "appended" && len(f) == 3:
@@ -112,11 +119,13 @@ func TestCrashRecovery(t *testing.T) {
 			case f[0] == "acking":
 				acking[seq] = true
 			}
+			if !killed && len(appended) >= 3000 {
+				if err := cmd.Process.Kill(); err != nil {
+					t.Fatal(err)
+				}
+				killed = true
+			}
 		}
-		if err := cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		go io.Copy(io.Discard, stdout)
 		_ = cmd.Wait()
 		if len(appended) < 3000 {
 			t.Fatalf("round %d: child stopped after %d appends: %s", round, len(appended), stderr.String())

@@ -142,7 +142,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 
 	b, err := broker.New(cfg.Broker, broker.Options{
-		DataDir: filepath.Join(dataDir, "broker"),
+		DataDir: dataDir,
 		Logger:  g.log,
 		Ingress: func(m *broker.Message) error { return g.ingress(br, m) },
 	})

@@ -311,10 +311,10 @@ func TestMaintainerScripts(t *testing.T) {
 				"adduser --quiet --system --group --home /var/lib/fieldgate --no-create-home fieldgate",
 				"getent group dialout",
 				"adduser --quiet fieldgate dialout",
-			"dpkg-statoverride --list /etc/fieldgate",
-			"chgrp fieldgate $ROOT/etc/fieldgate",
-			"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
-			"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
+				"dpkg-statoverride --list /etc/fieldgate",
+				"chgrp fieldgate $ROOT/etc/fieldgate",
+				"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
+				"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
 			},
 		},
 		{
@@ -326,10 +326,10 @@ func TestMaintainerScripts(t *testing.T) {
 				"adduser --quiet --system --ingroup fieldgate --home /var/lib/fieldgate --no-create-home fieldgate",
 				"getent group dialout",
 				"adduser --quiet fieldgate dialout",
-			"dpkg-statoverride --list /etc/fieldgate",
-			"chgrp fieldgate $ROOT/etc/fieldgate",
-			"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
-			"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
+				"dpkg-statoverride --list /etc/fieldgate",
+				"chgrp fieldgate $ROOT/etc/fieldgate",
+				"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
+				"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
 			},
 		},
 		{
@@ -338,10 +338,10 @@ func TestMaintainerScripts(t *testing.T) {
 			want: []string{
 				"getent passwd fieldgate",
 				"getent group dialout",
-			"dpkg-statoverride --list /etc/fieldgate",
-			"chgrp fieldgate $ROOT/etc/fieldgate",
-			"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
-			"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
+				"dpkg-statoverride --list /etc/fieldgate",
+				"chgrp fieldgate $ROOT/etc/fieldgate",
+				"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
+				"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
 			},
 		},
 		{
@@ -361,10 +361,10 @@ func TestMaintainerScripts(t *testing.T) {
 				"getent passwd fieldgate",
 				"getent group dialout",
 				"adduser --quiet fieldgate dialout",
-			"dpkg-statoverride --list /etc/fieldgate",
-			"chgrp fieldgate $ROOT/etc/fieldgate",
-			"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
-			"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
+				"dpkg-statoverride --list /etc/fieldgate",
+				"chgrp fieldgate $ROOT/etc/fieldgate",
+				"dpkg-statoverride --list /etc/fieldgate/fieldgate.yaml",
+				"chgrp fieldgate $ROOT/etc/fieldgate/fieldgate.yaml",
 				"systemctl daemon-reload",
 			},
 		},
@@ -430,10 +430,12 @@ func TestPostinstRealAdduser(t *testing.T) {
 	if err := os.WriteFile(postinst, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// Twice: a first install, then an upgrade must find everything in place.
+	// Twice: a first install, then an upgrade, after dpkg unpacked the
+	// configuration as root:root again, must find everything in place.
 	inner := `set -e
 mount --bind "$ETC_COPY" /etc
 "$POSTINST" configure ""
+chown root:root "$DPKG_ROOT/etc/fieldgate" "$DPKG_ROOT/etc/fieldgate/fieldgate.yaml"
 "$POSTINST" configure 1.0.0
 getent passwd fieldgate
 getent group fieldgate

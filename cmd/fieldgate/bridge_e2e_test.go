@@ -184,8 +184,8 @@ func TestBridgeKill9MidStream(t *testing.T) {
 	g.stop()
 }
 
-// A corrupt buffer directory is set aside and the gateway still starts and
-// forwards.
+// A corrupt buffer directory and a corrupt broker store are set aside and
+// the gateway still starts and forwards (G7).
 func TestCorruptDataDir(t *testing.T) {
 	need(t, "mosquitto_sub", "mosquitto_pub")
 	up := startMosquitto(t, 0)
@@ -200,7 +200,17 @@ func TestCorruptDataDir(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	brokerDir := filepath.Join(dir, "data", "broker")
+	if err := os.MkdirAll(brokerDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(brokerDir, "broker.db"), []byte("not a bbolt file either"), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	g := startGW(t, dir, bridgeConfig(up.port, ""))
+	if aside, _ := filepath.Glob(filepath.Join(brokerDir, "broker.db.corrupt-*")); len(aside) != 1 {
+		t.Errorf("corrupt broker store not set aside: %v", aside)
+	}
 	aside, _ := filepath.Glob(filepath.Join(dir, "data", "buffer.corrupt-*"))
 	if len(aside) != 1 {
 		t.Fatalf("corrupt buffer not set aside: %v\n%s", aside, g.log.String())
