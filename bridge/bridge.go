@@ -73,8 +73,7 @@ type Bridge struct {
 	clientID string
 	status   string // status topic
 	password []byte
-	fwd      []fwdRoute
-	sub      []subRoute
+	routes   atomic.Pointer[routeSet] // replaced whole by SetRoutes
 	sess     *session5 // MQTT 5 session state, shared by successive connections
 
 	live chan Message // unbuffered QoS 0 messages for the current connection
@@ -162,12 +161,7 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 		}
 		b.password = []byte(strings.TrimSpace(string(pw)))
 	}
-	for _, r := range cfg.Forward {
-		b.fwd = append(b.fwd, fwdRoute{filter: expand(r.Filter, opts.Gateway), prefix: expand(r.Prefix, opts.Gateway), qos: r.QoS, bufferQoS0: r.BufferQoS0})
-	}
-	for _, r := range cfg.Subscribe {
-		b.sub = append(b.sub, subRoute{filter: expand(r.Filter, opts.Gateway), strip: expand(r.StripPrefix, opts.Gateway), prefix: expand(r.Prefix, opts.Gateway), qos: r.QoS})
-	}
+	b.routes.Store(compileRoutes(cfg.Forward, cfg.Subscribe, opts.Gateway))
 	if cfg.Upstream.Protocol == "5" {
 		dir := ""
 		if opts.DataDir != "" {
@@ -200,7 +194,7 @@ func (b *Bridge) Ingest(ctx context.Context, m Message) error {
 	if m.Origin == Origin {
 		return nil
 	}
-	for i, r := range b.fwd {
+	for i, r := range b.routes.Load().fwd {
 		if !match(r.filter, m.Topic) {
 			continue
 		}
@@ -493,10 +487,10 @@ func (b *Bridge) serve(ctx context.Context, l link) error {
 		b.leftover = b.collect(nil, fifo)
 		return fmt.Errorf("birth message: %w", err)
 	}
-	if len(b.sub) > 0 {
-		filters := make([]string, len(b.sub))
-		qos := make([]byte, len(b.sub))
-		for i, r := range b.sub {
+	if sub := b.routes.Load().sub; len(sub) > 0 {
+		filters := make([]string, len(sub))
+		qos := make([]byte, len(sub))
+		for i, r := range sub {
 			filters[i], qos[i] = r.filter, r.qos
 		}
 		if err := l.subscribe(cctx, filters, qos); err != nil {
@@ -795,7 +789,7 @@ func (b *Bridge) complete(ctx context.Context, slots chan struct{}, fifo chan *f
 
 // receive handles a message from a subscribe route.
 func (b *Bridge) receive(ctx context.Context, m Message) {
-	for _, r := range b.sub {
+	for _, r := range b.routes.Load().sub {
 		if !match(r.filter, m.Topic) {
 			continue
 		}

@@ -145,24 +145,29 @@ func TestLinkCutsDuringDrain(t *testing.T) {
 // the upstream→bridge direction) is dropped and reconnected; nothing lost.
 func TestStallDetection(t *testing.T) {
 	t.Parallel()
-	up := plainMosquitto(t)
-	px := newProxy(t, up)
-	q := openQueue(t, buffer.Config{})
-	cfg := testConfig("mqtt://" + px.addr())
-	cfg.StallTimeout = 300 * time.Millisecond
-	cfg.Upstream.KeepAlive = 60 * time.Second // keepalive must not be what detects it
-	b := newBridge(t, cfg, q, nil, nil)
-	o := newObserver(t, up, "sites/#", 1)
-	startBridge(t, b)
-	waitFor(t, 10*time.Second, "connected", func() bool { return b.Stats().Connected })
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run("mqtt"+protocol, func(t *testing.T) {
+			up := plainMosquitto(t)
+			px := newProxy(t, up)
+			q := openQueue(t, buffer.Config{})
+			cfg := testConfig("mqtt://" + px.addr())
+			cfg.Upstream.Protocol = protocol
+			cfg.StallTimeout = 300 * time.Millisecond
+			cfg.Upstream.KeepAlive = 60 * time.Second // keepalive must not be what detects it
+			b := newBridge(t, cfg, q, nil, nil)
+			o := newObserver(t, up, "sites/#", 1)
+			startBridge(t, b)
+			waitFor(t, 10*time.Second, "connected", func() bool { return b.Stats().Connected })
 
-	px.setFrozen(true)
-	ingestConcurrently(t, b, 1, 100, 1, func(int) string { return "myhome/a" })
-	waitFor(t, 20*time.Second, "a stall to be detected", func() bool { return b.Stats().Stalls > 0 })
-	px.setFrozen(false)
-	checkDelivery(t, o, 100)
-	if s := b.Stats(); s.Reconnects == 0 {
-		t.Errorf("no reconnect after the stall")
+			px.setFrozen(true)
+			ingestConcurrently(t, b, 1, 100, 1, func(int) string { return "myhome/a" })
+			waitFor(t, 20*time.Second, "a stall to be detected", func() bool { return b.Stats().Stalls > 0 })
+			px.setFrozen(false)
+			checkDelivery(t, o, 100)
+			if s := b.Stats(); s.Reconnects == 0 {
+				t.Errorf("no reconnect after the stall")
+			}
+		})
 	}
 }
 

@@ -94,7 +94,13 @@
 // published locally through LocalPublisher with Origin set to
 // bridge.Origin, their topic without strip_prefix and with prefix. Ingest
 // ignores messages with that Origin, so nothing received from upstream is
-// ever forwarded back up (MQTT 5 subscriptions also set No Local).
+// ever forwarded back up (MQTT 5 subscriptions also set No Local). The
+// subscriptions are made again on every connection. While an MQTT 5
+// session is resumed (see above) the upstream also delivers the QoS 1/2
+// messages it queued for those subscriptions while the gateway was away,
+// up to session_expiry; QoS 2 messages from upstream keep their PUBREC
+// state in the persisted session, so a resumed session does not publish
+// them locally twice.
 //
 // # Status
 //

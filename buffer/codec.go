@@ -37,6 +37,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 var metaKey = []byte{metaPrefix}
 
+// sentinelKey is a key under the record prefix that is not a record key
+// (one byte too long); collect writes it briefly. Readers skip it.
+var sentinelKey = []byte{recordPrefix, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
 // errCorrupt marks a record or metadata value that fails validation.
 var errCorrupt = errors.New("corrupt")
 

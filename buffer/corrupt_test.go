@@ -191,6 +191,12 @@ func TestMetadataRebuilt(t *testing.T) {
 		{"behind the keys", func(txn *badger.Txn) error {
 			return txn.Set(metaKey, encodeMeta(meta{lastSeq: 3, head: 0, count: 3, bytes: 3 * RecordOverhead}))
 		}},
+		{"sentinel left behind", func(txn *badger.Txn) error {
+			if err := txn.Set(sentinelKey, nil); err != nil {
+				return err
+			}
+			return txn.Delete(metaKey)
+		}},
 		{"counting nothing", func(txn *badger.Txn) error {
 			return txn.Set(metaKey, encodeMeta(meta{lastSeq: 10, head: 10}))
 		}},

@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -119,7 +120,7 @@ type Stats struct {
 
 	Syncs            uint64 // fsyncs made for appends
 	BatchesCommitted uint64 // group commits (each shares one fsync)
-	DiskBytes        int64  // size of badger's files (LSM tables, logs, value log)
+	DiskBytes        int64  // disk space used by badger's files (LSM tables, logs, value log)
 	Quarantined      uint64 // corrupt stores moved aside by Open (0 or 1)
 	Rebuilt          uint64 // times Open rebuilt missing/inconsistent metadata by scanning the store
 }
@@ -420,6 +421,9 @@ func (q *Queue) read(after uint64, max int, maxBytes int) ([]Record, [][]byte, e
 		defer it.Close()
 		for it.Seek(seekKey(start)); it.Valid(); it.Next() {
 			item := it.Item()
+			if bytes.Equal(item.Key(), sentinelKey) {
+				continue
+			}
 			seq, _, kerr := parseRecordKey(item.Key())
 			if kerr == nil && q.isAcked(seq) {
 				continue
@@ -612,6 +616,9 @@ func (q *Queue) removeFront(w *writer, values bool, decide func(seq uint64, n in
 		defer it.Close()
 		for it.Seek(seekKey(w.st.head + 1)); it.Valid(); it.Next() {
 			item := it.Item()
+			if bytes.Equal(item.Key(), sentinelKey) {
+				continue
+			}
 			seq, n, err := parseRecordKey(item.Key())
 			if err != nil {
 				if err := w.remove(item.KeyCopy(nil), reasonCorrupt); err != nil {

@@ -612,7 +612,7 @@ func TestCollectReclaimsEmptyStore(t *testing.T) {
 	for i := range batch {
 		batch[i] = big
 	}
-	for range 10 {
+	for range 100 { // 20 MB: more than two memtables, so tables get written
 		if _, err := q.AppendBatch(context.Background(), batch); err != nil {
 			t.Fatal(err)
 		}
@@ -629,18 +629,24 @@ func TestCollectReclaimsEmptyStore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	before := q.Stats().DiskBytes
 	if err := q.collect(); err != nil {
 		t.Fatal(err)
 	}
-	if st := q.Stats(); st.Messages != 0 {
+	st := q.Stats()
+	if st.Messages != 0 {
 		t.Fatalf("stats = %+v", st)
 	}
+	if st.DiskBytes > before/4 {
+		t.Errorf("disk usage %d -> %d bytes: space not returned after the drain", before, st.DiskBytes)
+	}
+	t.Logf("disk usage %d -> %d bytes", before, st.DiskBytes)
 	// The store still works and keeps counting.
 	s, err := q.Append(context.Background(), []byte("after"))
-	if err != nil || s != 1001 {
+	if err != nil || s != 10001 {
 		t.Fatalf("Append after reclaim = %d, %v", s, err)
 	}
-	if diff := cmp.Diff([]uint64{1001}, seqsOf(readAll(t, q, 0))); diff != "" {
+	if diff := cmp.Diff([]uint64{10001}, seqsOf(readAll(t, q, 0))); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }

@@ -129,8 +129,13 @@ func (q *Queue) collect() error {
 	q.mu.Unlock()
 	if empty && removed > 0 {
 		// Nothing is stored: drop every record key and tombstone at once
-		// (writes are excluded by wmu).
-		if err := q.db.DropPrefix([]byte{recordPrefix}); err != nil {
+		// (writes are excluded by wmu). Badger ignores a prefix without a
+		// live key, so a sentinel is written first; it goes too.
+		err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(sentinelKey, nil) })
+		if err == nil {
+			err = q.db.DropPrefix([]byte{recordPrefix})
+		}
+		if err != nil {
 			return fmt.Errorf("drop prefix: %w", err)
 		}
 		q.mu.Lock()
@@ -201,7 +206,7 @@ func (q *Queue) oldestTime(head uint64) time.Time {
 	return t
 }
 
-// dirSize sums the sizes of the regular files in dir.
+// dirSize sums the disk usage of the regular files in dir.
 func dirSize(dir string) int64 {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -213,7 +218,7 @@ func dirSize(dir string) int64 {
 			continue
 		}
 		if fi, err := os.Stat(filepath.Join(dir, e.Name())); err == nil {
-			n += fi.Size()
+			n += diskUsage(fi)
 		}
 	}
 	return n

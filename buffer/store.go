@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -226,6 +227,9 @@ func loadMeta(db *badger.DB) (meta, bool, error) {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
+			if bytes.Equal(it.Item().Key(), sentinelKey) {
+				continue
+			}
 			seq, n, err := parseRecordKey(it.Item().Key())
 			if err != nil {
 				return err
@@ -265,7 +269,7 @@ func loadMeta(db *badger.DB) (meta, bool, error) {
 func keyRange(txn *badger.Txn) (first, last uint64, found bool, err error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}})
 	it.Rewind()
-	if it.Valid() {
+	if it.Valid() && !bytes.Equal(it.Item().Key(), sentinelKey) {
 		first, _, err = parseRecordKey(it.Item().Key())
 		found = true
 	}
@@ -275,7 +279,10 @@ func keyRange(txn *badger.Txn) (first, last uint64, found bool, err error) {
 	}
 	rit := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}, Reverse: true})
 	defer rit.Close()
-	rit.Seek([]byte{recordPrefix, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	rit.Seek(sentinelKey)
+	if rit.Valid() && bytes.Equal(rit.Item().Key(), sentinelKey) {
+		rit.Next() // left by a crash inside collect
+	}
 	if rit.Valid() {
 		last, _, err = parseRecordKey(rit.Item().Key())
 	}

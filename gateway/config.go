@@ -207,7 +207,13 @@ func Parse(name string, data []byte, drivers map[string]devices.Driver) (*Config
 	for _, p := range probs {
 		bad[p.Path] = true
 	}
+	// `max_age: 0` means "keep forever"; an absent key means the default.
+	_, written := pos.lines["bridge.buffer.max_age"]
+	keepForever := written && cfg.Bridge != nil && cfg.Bridge.Buffer.MaxAge == 0
 	cfg.Defaults()
+	if keepForever {
+		cfg.Bridge.Buffer.MaxAge = 0
+	}
 	for _, p := range cfg.Validate(drivers) {
 		if bad[p.Path] {
 			continue

@@ -277,11 +277,14 @@ func (d *doctor) dataDir(dir string, bufferMax int64) {
 		writable = doctorTryWrite(existing) == nil
 	}
 	switch {
+	case existing != dir && d.subject.name == ServiceUser && withinDir(dir, serviceStateDir):
+		// Right after the package is installed: the unit creates it.
+		d.report(checkWarn, check, "%s does not exist yet; systemd creates it for user %s when the service starts (StateDirectory=fieldgate)", dir, d.subject.name)
 	case !writable:
 		d.report(checkFail, check, "%s is not writable by user %s", existing, d.subject.name)
 		return
 	case existing != dir:
-		d.report(checkWarn, check, "%s does not exist; %s is writable by user %s, so it can be created (systemd's StateDirectory= creates it)", dir, existing, d.subject.name)
+		d.report(checkWarn, check, "%s does not exist; %s is writable by user %s, so it can be created", dir, existing, d.subject.name)
 	case d.subject.name == ServiceUser && !withinDir(dir, serviceStateDir):
 		// The unit's ProtectSystem=strict leaves only its StateDirectory writable.
 		d.report(checkWarn, check, "%s is writable by user %s, but the systemd unit (ProtectSystem=strict) only lets the service write %s: add ReadWritePaths=%s in a drop-in or use %s", dir, d.subject.name, serviceStateDir, dir, serviceStateDir)

@@ -112,6 +112,7 @@ func TestDoctorDataDir(t *testing.T) {
 		{"writable by this process", self, t.TempDir(), "ok", true, "is writable by user"},
 		{"read-only for the service user", stranger, readOnly, "FAIL", false, "is not writable by user stranger"},
 		{"open to everyone", stranger, open, "ok", true, "is writable by user stranger"},
+		{"service user before the first start", doctorSubject{name: ServiceUser, uid: 4242, gids: []int{4242}}, serviceStateDir + "/doctor-test/none", "warn", true, "systemd creates it"},
 		{"service user outside its StateDirectory", doctorSubject{name: ServiceUser, uid: 4242, gids: []int{4242}}, open, "warn", true, "ReadWritePaths=" + open},
 		{"missing under a writable parent", self, filepath.Join(t.TempDir(), "a", "b"), "warn", true, "does not exist"},
 		{"missing under a read-only parent", stranger, filepath.Join(readOnly, "data"), "FAIL", false, "is not writable"},

@@ -155,6 +155,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			Queue:   q,
 			Local:   bridgeLocal{b},
 			Logger:  g.log,
+			DataDir: filepath.Join(dataDir, "bridge"),
 		})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)

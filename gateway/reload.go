@@ -62,9 +62,14 @@ func (g *Gateway) Reload(path string) error {
 	}
 	applied := *cur
 	applied.Broker.Auth = next.Broker.Auth
-	if br != nil && next.Bridge != nil && cur.Bridge != nil {
-		differs("bridge.forward", cur.Bridge.Forward, next.Bridge.Forward)
-		differs("bridge.subscribe", cur.Bridge.Subscribe, next.Bridge.Subscribe)
+	if br != nil && next.Bridge != nil && cur.Bridge != nil &&
+		(!reflect.DeepEqual(cur.Bridge.Forward, next.Bridge.Forward) || !reflect.DeepEqual(cur.Bridge.Subscribe, next.Bridge.Subscribe)) {
+		if err := br.SetRoutes(next.Bridge.Forward, next.Bridge.Subscribe); err != nil {
+			return fmt.Errorf("reload: bridge routes: %w", err)
+		}
+		bc := *cur.Bridge
+		bc.Forward, bc.Subscribe = next.Bridge.Forward, next.Bridge.Subscribe
+		applied.Bridge = &bc
 	}
 	if set != nil {
 		<-g.devRun.stop()

@@ -179,6 +179,7 @@ func printTable(w io.Writer, rep *report) {
 			row("reconnect s", extra("reconnect_s", 1), "%.2f", false)
 			row(mDelivery, always(func(x *result) float64 { return 100 * x.DeliveryRatio }), "%.2f%%", false)
 			row("fill peak RSS MB", extra("fill_peak_rss_bytes", 1.0/(1<<20)), "%.1f", false)
+			row("drain peak RSS MB", extra("drain_peak_rss_bytes", 1.0/(1<<20)), "%.1f", false)
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", false)
 		case strings.HasPrefix(r.Scenario, "modbus"):
 			row("polls/s", always(func(x *result) float64 { return x.Rate }), "%.1f", false)

@@ -454,8 +454,12 @@ func drain(ctx context.Context, o *options, dir string) result {
 		}
 	}
 	end := time.Unix(0, upTr.last.Load())
-	r.PeakRSS = max(rs.finish(), fillPeak)
-	r.Extra["drain_peak_rss_bytes"] = float64(r.PeakRSS)
+	drainPeak := rs.finish()
+	if _, hwm, err := procMem(gw.p.pid()); err == nil {
+		r.Extra["hwm_bytes"] = float64(hwm)
+	}
+	r.PeakRSS = max(drainPeak, fillPeak)
+	r.Extra["drain_peak_rss_bytes"] = float64(drainPeak)
 	cpu1, _ := gw.cpuSeconds()
 	r.CPUSeconds = cpu1 - cpu0
 	r.Delivered, r.Duplicates = upTr.unique.Load(), upTr.dups.Load()

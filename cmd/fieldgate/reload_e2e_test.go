@@ -75,7 +75,12 @@ func TestReloadUnderLoad(t *testing.T) {
 	})
 
 	// A valid file: beta appears, the ACL applies, connections survive.
-	writeRaw(strings.Replace(base, aclBefore, aclAfter, 1) + devicesB)
+	routes := `    - {filter: "plant/beta/#", prefix: "sites/{gateway}/"}
+  subscribe:
+    - {filter: "sites/{gateway}/cmd/#", strip_prefix: "sites/{gateway}/cmd/", qos: 1}
+`
+	after := strings.Replace(base, aclBefore, aclAfter, 1) + routes
+	writeRaw(after + devicesB)
 	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +100,21 @@ func TestReloadUnderLoad(t *testing.T) {
 	eventually(t, 5*time.Second, "local subscriber still receiving", func() bool { return len(local.snapshot()) > n })
 	if local.has("plant/secret/x no") {
 		t.Error("ACL reload not applied: plant/secret/x delivered")
+	}
+
+	// The new forward route carries beta upstream; the new subscribe route
+	// brings commands down, on the same upstream connection.
+	eventually(t, 10*time.Second, "beta forwarded by the new route", func() bool { return hasPrefix(upSub, "sites/e2e/plant/beta/level ") })
+	if hasPrefix(upSub, "sites/e2e/plant/alpha/") {
+		t.Error("alpha forwarded although no route matches it")
+	}
+	eventually(t, 10*time.Second, "command through the new subscribe route", func() bool {
+		_, _ = mosqPub("-h", "127.0.0.1", "-p", fmt.Sprint(up.port), "-q", "1", "-t", "sites/e2e/cmd/plant/alpha/note", "-m", "hi")
+		time.Sleep(100 * time.Millisecond)
+		return local.has("plant/alpha/note hi")
+	})
+	if m := g.metrics(t); metricValue(m, "fieldgate_upstream_reconnects_total") != 0 {
+		t.Errorf("the upstream connection was re-established by the reload")
 	}
 
 	acked := readSeqs(t, ackedPath)

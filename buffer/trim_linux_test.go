@@ -1,0 +1,31 @@
+package buffer
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestTrimMappings: paging out badger's mappings finds them and loses
+// nothing, neither written records nor the ability to append.
+func TestTrimMappings(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir, testConfig())
+	appendN(t, q, 0, 100)
+	if n := trimMappings(dir); n <= 0 {
+		t.Fatalf("trimMappings advised %d bytes; want badger's mmap'd files", n)
+	}
+	appendN(t, q, 100, 10)
+	recs := readAll(t, q, 0)
+	if diff := cmp.Diff(seqRange(1, 110), seqsOf(recs)); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+	for i, r := range recs {
+		if string(r.Data) != string(payload(i)) {
+			t.Fatalf("record %d = %q after trimming", r.Seq, r.Data)
+		}
+	}
+	if trimMappings(t.TempDir()) != 0 {
+		t.Error("trimmed mappings of another directory")
+	}
+}
