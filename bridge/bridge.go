@@ -74,7 +74,7 @@ type Bridge struct {
 	status   string // status topic
 	password []byte
 	routes   atomic.Pointer[routeSet] // replaced whole by SetRoutes
-	sess     *session5 // MQTT 5 session state, shared by successive connections
+	sess     *session5                // MQTT 5 session state, shared by successive connections
 
 	live chan Message // unbuffered QoS 0 messages for the current connection
 
