@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"go/parser"
 	"go/token"
 	"io/fs"
@@ -16,15 +17,17 @@ const module = "github.com/fieldgate/fieldgate"
 // import (DESIGN.md "Packages": dependencies point down the table, siblings
 // never import each other).
 var allowed = map[string][]string{
-	"cmd/fieldgate":  {"gateway"},
-	"gateway":        {"broker", "bridge", "buffer", "devices", "devices/modbus", "devices/serial", "devices/sim"},
-	"broker":         {},
-	"devices":        {},
-	"devices/modbus": {"devices"},
-	"devices/serial": {"devices"},
-	"devices/sim":    {"devices"},
-	"buffer":         {},
-	"bridge":         {"buffer"},
+	"cmd/fieldgate":         {"gateway"},
+	"gateway":               {"broker", "bridge", "buffer", "devices", "devices/modbus", "devices/serial", "devices/sim"},
+	"broker":                {},
+	"devices":               {},
+	"devices/modbus":        {"devices"},
+	"devices/serial":        {"devices"},
+	"devices/sim":           {"devices"},
+	"cmd/fieldgate-bench":   {}, // drives the binary from outside
+	"cmd/fieldgate-package": {}, // builds binaries and .debs
+	"buffer":                {},
+	"bridge":                {"buffer"},
 }
 
 // thirdParty says which package may use each third-party library.
@@ -43,13 +46,45 @@ var thirdParty = map[string][]string{
 var testOnly = []string{"github.com/mochi-mqtt/server", "github.com/eclipse/paho"}
 
 func TestImportRules(t *testing.T) {
-	root := ".."
+	for _, v := range checkImports(t, "..") {
+		t.Error(v)
+	}
+}
+
+// The checker itself catches a sibling import, an upward import and a
+// third-party library used outside its package.
+func TestImportRulesCatchViolations(t *testing.T) {
+	got := checkImports(t, "testdata/badlayout")
+	want := []string{
+		"broker may not import bridge",
+		"devices/sim may not import devices/modbus",
+		"devices may not use github.com/mochi-mqtt/server/v2",
+	}
+	for _, w := range want {
+		found := false
+		for _, g := range got {
+			found = found || strings.Contains(g, w)
+		}
+		if !found {
+			t.Errorf("violation %q not reported; got %q", w, got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d violations, want %d: %q", len(got), len(want), got)
+	}
+}
+
+// checkImports walks the module tree at root and returns every import that
+// breaks the rules above.
+func checkImports(t *testing.T, root string) []string {
+	t.Helper()
+	var bad []string
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.IsDir() {
-			if name := d.Name(); name == "testdata" || strings.HasPrefix(name, ".") && path != root {
+			if name := d.Name(); path != root && (name == "testdata" || strings.HasPrefix(name, ".")) {
 				return filepath.SkipDir
 			}
 			return nil
@@ -66,7 +101,7 @@ func TestImportRules(t *testing.T) {
 		}
 		ok, known := allowed[pkg]
 		if !known {
-			t.Errorf("%s: package %q is not in the DESIGN.md table", path, pkg)
+			bad = append(bad, fmt.Sprintf("%s: package %q is not in the DESIGN.md table", path, pkg))
 			return nil
 		}
 		for _, imp := range f.Imports {
@@ -74,7 +109,7 @@ func TestImportRules(t *testing.T) {
 			if strings.HasPrefix(p, module+"/") {
 				dep := strings.TrimPrefix(p, module+"/")
 				if dep != pkg && !slices.Contains(ok, dep) {
-					t.Errorf("%s: %s may not import %s", path, pkg, dep)
+					bad = append(bad, fmt.Sprintf("%s: %s may not import %s", path, pkg, dep))
 				}
 				continue
 			}
@@ -85,7 +120,7 @@ func TestImportRules(t *testing.T) {
 				if isTest && hasPrefixAny(p, testOnly) {
 					continue
 				}
-				t.Errorf("%s: %s may not use %s (it belongs to %v)", path, pkg, p, owners)
+				bad = append(bad, fmt.Sprintf("%s: %s may not use %s (it belongs to %v)", path, pkg, p, owners))
 			}
 		}
 		return nil
@@ -93,6 +128,7 @@ func TestImportRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return bad
 }
 
 func hasPrefixAny(s string, prefixes []string) bool {

@@ -73,11 +73,9 @@ type loadSpec struct {
 // loadRun is the outcome of driving a load against one broker address.
 type loadRun struct {
 	published, acked int64
-	pubAcked         []*tracker // per publisher: acknowledged seqs (QoS ≥ 1)
 	pubSent          []int64
 	subs             []*tracker
 	start, lastAck   time.Time
-	pubDone          time.Time
 }
 
 // drive connects publishers, publishes and waits for every
@@ -129,12 +127,10 @@ func drive(ctx context.Context, addr string, s loadSpec, tag string) (*loadRun, 
 		})
 	}
 	wg.Wait()
-	run.pubDone = time.Now()
 	for i, c := range pubs {
 		c.close() // for QoS 0 too: the broker reads the stream in order
 		run.published += run.pubSent[i]
 		run.acked += c.ackedN.Load()
-		run.pubAcked = append(run.pubAcked, c.acked)
 		if t := c.acked.last.Load(); t > 0 && time.Unix(0, t).After(run.lastAck) {
 			run.lastAck = time.Unix(0, t)
 		}

@@ -1,0 +1,3 @@
+package devices
+
+import _ "github.com/mochi-mqtt/server/v2"

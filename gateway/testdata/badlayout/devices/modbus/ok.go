@@ -1,0 +1,3 @@
+package modbus
+
+import _ "github.com/fieldgate/fieldgate/devices"

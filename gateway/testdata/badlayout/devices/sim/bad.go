@@ -1,0 +1,3 @@
+package sim
+
+import _ "github.com/fieldgate/fieldgate/devices/modbus"
