@@ -129,7 +129,7 @@ type Stats struct {
 type Dropped struct {
 	Quota   uint64 // oldest records removed to make room (drop-oldest)
 	Expired uint64 // older than MaxAge
-	Corrupt uint64 // failed their checksum on read
+	Corrupt uint64 // failed their checksum or could not be read back (damaged store)
 }
 
 // Total is the sum of all reasons.

@@ -19,7 +19,9 @@ import (
 //     (reason "expired", one log line per sweep with the count);
 //   - every 5 minutes, returns disk space: when the queue is empty, it drops
 //     all record keys at once (badger DropPrefix); otherwise it runs value-log
-//     GC.
+//     GC;
+//   - every 100ms (Linux), returns the pages of badger's mmap'd files to the
+//     kernel (MADV_PAGEOUT), which keeps them out of the process's RSS.
 //
 // Run starts no goroutine; it runs in the caller's. Call it at most once.
 func (q *Queue) Run(ctx context.Context) error {

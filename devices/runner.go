@@ -326,6 +326,7 @@ func (r *runner) setOffline(ctx context.Context, cause error) {
 // confirmations).
 func (r *runner) process(ctx context.Context, readings []Reading, force bool) {
 	now := r.set.now()
+	unsynced := r.set.opts.ClockSynced != nil && !r.set.opts.ClockSynced()
 	for i := range readings {
 		rd := &readings[i]
 		if rd.Point == nil || rd.Point.Device != r.dev || rd.Point.Index >= len(r.points) {
@@ -335,6 +336,9 @@ func (r *runner) process(ctx context.Context, readings []Reading, force bool) {
 		ts := rd.Time
 		if ts.IsZero() {
 			ts = now
+		}
+		if unsynced && rd.Quality == QualityGood {
+			rd.Quality = QualityUncertain // the sample time cannot be trusted
 		}
 		cfg := &ps.p.Config
 		var eng any

@@ -30,6 +30,12 @@ type Options struct {
 	// for heartbeats; nil means time.Now. Poll schedules always use the
 	// time package's timers (fake under testing/synctest).
 	Now func() time.Time
+	// ClockSynced, when set, reports whether the system clock is
+	// synchronised (a Pi has no RTC: until NTP syncs, its clock may be days
+	// off). Readings sampled while it returns false are published with
+	// "quality":"uncertain" instead of passing as good. It is called once
+	// per poll and must be cheap (cache the check).
+	ClockSynced func() bool
 }
 
 // Backoff bounds for reopening a failed device.

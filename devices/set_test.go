@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -397,4 +398,40 @@ func TestNewErrors(t *testing.T) {
 	if _, err := New([]DeviceConfig{cfg}, Options{Gateway: "g", Drivers: map[string]Driver{"fake": drv}, Publisher: &fakePub{}}); err == nil {
 		t.Error("New accepted an invalid config")
 	}
+}
+
+// Readings taken while the clock is not synchronised are marked uncertain;
+// once it syncs they are good again.
+func TestUnsyncedClockMarksReadings(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		drv := newFakeDriver()
+		drv.values["t"] = 20.0
+		var synced atomic.Bool
+		pub := &fakePub{}
+		set, err := New([]DeviceConfig{{Name: "d", Driver: "fake", Topic: "x/{device}/{point}", Poll: time.Second, Points: []PointConfig{{Name: "t"}}}},
+			Options{Gateway: "gw", Drivers: map[string]Driver{"fake": drv}, Publisher: pub, ClockSynced: synced.Load})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- set.Run(ctx) }()
+		synctest.Wait()
+		t0 := time.Now()
+		synced.Store(true)
+		advance(time.Second)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		want := []string{
+			"x/d/availability online",
+			`x/d/t {"value":20,"ts":"` + formatTS(t0) + `","quality":"uncertain"}`,
+			`x/d/t {"value":20,"ts":"` + formatTS(t0.Add(time.Second)) + `"}`,
+			"x/d/availability offline",
+		}
+		if diff := cmp.Diff(want, lines(pub.take())); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+	})
 }

@@ -43,6 +43,11 @@ type GatewayConfig struct {
 	// ShutdownTimeout bounds a clean stop on SIGINT/SIGTERM: in-flight
 	// publishes finish, the store is flushed. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MarkUnsyncedReadings publishes readings sampled while the system
+	// clock is not synchronised (a Pi has no RTC) with
+	// "quality":"uncertain", and logs when the clock's state changes.
+	// Default true.
+	MarkUnsyncedReadings *bool `yaml:"mark_unsynced_readings"`
 }
 
 // LogConfig selects the log level (debug, info, warn, error; default info)
@@ -86,6 +91,10 @@ func (c *Config) Defaults() {
 	}
 	if g.ShutdownTimeout == 0 {
 		g.ShutdownTimeout = 10 * time.Second
+	}
+	if g.MarkUnsyncedReadings == nil {
+		mark := true
+		g.MarkUnsyncedReadings = &mark
 	}
 	c.Broker.Defaults()
 	for i := range c.Devices {

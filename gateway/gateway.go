@@ -46,6 +46,7 @@ type Gateway struct {
 	drivers map[string]devices.Driver
 
 	reloadMu sync.Mutex // serialises reloads
+	clock    clockWatch
 
 	mu     sync.Mutex
 	ready  bool
@@ -161,6 +162,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("bridge: %w", err)
 		}
 	}
+	g.clock.check(g.log)
 	devs, err := g.newDevices(cfg, b)
 	if err != nil {
 		return err
@@ -240,7 +242,10 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	go func() {
 		defer close(watchdogDone)
+		var wg sync.WaitGroup
+		wg.Go(func() { g.clock.run(wdCtx, g.log) })
 		g.watchdog(wdCtx)
+		wg.Wait()
 	}()
 
 	var runErr error
@@ -283,12 +288,17 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 }
 
 func (g *Gateway) newDevices(cfg *Config, b *broker.Broker) (*devices.Set, error) {
+	var synced func() bool
+	if *cfg.Gateway.MarkUnsyncedReadings {
+		synced = g.clock.synced.Load
+	}
 	set, err := devices.New(cfg.Devices, devices.Options{
-		Gateway:    cfg.Gateway.ID,
-		Drivers:    g.drivers,
-		Publisher:  devicePublisher{b},
-		Subscriber: deviceSubscriber{b},
-		Logger:     g.log.With("component", "devices"),
+		Gateway:     cfg.Gateway.ID,
+		Drivers:     g.drivers,
+		Publisher:   devicePublisher{b},
+		Subscriber:  deviceSubscriber{b},
+		Logger:      g.log.With("component", "devices"),
+		ClockSynced: synced,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("devices: %w", err)

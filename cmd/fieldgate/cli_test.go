@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -164,5 +165,28 @@ func TestCheckMissingFile(t *testing.T) {
 	_, errOut, code := runBin(t, "", "check", "--config", filepath.Join(t.TempDir(), "nope.yaml"))
 	if code != exitConfig || !strings.Contains(errOut, "nope.yaml") {
 		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
+
+// doctor: exit 0 when nothing fails (warnings allowed), 3 when a check
+// fails, with one line per check.
+func TestDoctor(t *testing.T) {
+	dir := t.TempDir()
+	up := startMosquitto(t, 0)
+	cfg := func(port int) string {
+		path := filepath.Join(dir, "doctor.yaml")
+		body := "gateway: {id: doc, data_dir: " + filepath.Join(dir, "data") + "}\nbridge:\n  upstream: {url: mqtt://127.0.0.1:" + strconv.Itoa(port) + "}\n  forward: [{filter: '#'}]\n"
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	out, errOut, code := runBin(t, "", "doctor", "--config", cfg(up.port))
+	if code != 0 || !strings.Contains(out, "ok    upstream") {
+		t.Fatalf("doctor with a reachable upstream: exit %d\n%s%s", code, out, errOut)
+	}
+	out, _, code = runBin(t, "", "doctor", "--config", cfg(freePort(t)))
+	if code != exitRuntime || !strings.Contains(out, "FAIL  upstream") {
+		t.Fatalf("doctor with an unreachable upstream: exit %d, want %d\n%s", code, exitRuntime, out)
 	}
 }

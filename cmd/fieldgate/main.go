@@ -7,11 +7,13 @@
 //	fieldgate check   [--config FILE]   validate the configuration
 //	fieldgate passwd                    read a password on stdin, print its bcrypt hash
 //	fieldgate probe   [flags]           read raw Modbus registers, show every decoding
+//	fieldgate doctor  [--config FILE]   check what breaks field installs
 //	fieldgate version                   print the version
 //
 // Exit codes: 0 success; 1 invalid configuration; 2 usage error; 3 runtime
 // failure (a listener could not bind, the data directory is unusable, a
-// device could not be probed, shutdown exceeded its deadline).
+// device could not be probed, a doctor check failed, shutdown exceeded its
+// deadline).
 package main
 
 import (
@@ -59,6 +61,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdPasswd(args[1:], stdin, stdout, stderr)
 	case "probe":
 		return cmdProbe(args[1:], stdout, stderr)
+	case "doctor":
+		return cmdDoctor(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "fieldgate", versionString())
 		return exitOK
@@ -79,6 +83,7 @@ commands:
   check   [--config FILE]  validate the configuration: every problem with its path and line
   passwd                   read a password on stdin, print a bcrypt hash for password_hash
   probe   [flags]          read raw Modbus registers and show every type/order decoding
+  doctor  [--config FILE]  check serial permissions, data dir, clock sync, upstream reachability and TLS
   version                  print the version
 
 exit codes: 0 ok, 1 invalid configuration, 2 usage error, 3 runtime failure
@@ -120,6 +125,24 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	fmt.Fprintf(stdout, "%s: ok\n%s", path, gateway.Summary(cfg))
+	return exitOK
+}
+
+func cmdDoctor(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("doctor", args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	cfg, err := gateway.Load(path, gateway.Drivers(discardLogger()))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if !gateway.Doctor(ctx, cfg, stdout) {
+		return exitRuntime
+	}
 	return exitOK
 }
 

@@ -199,6 +199,8 @@ func TestDemoWriteBack(t *testing.T) {
 			`myhome/livingroom/demo/setpoint {"value":20,"unit":"°C",` + ts0 + `}`,
 			`myhome/livingroom/demo/setpoint {"value":22.5,"unit":"°C",` + ts0 + `}`,
 			`myhome/livingroom/demo/setpoint/set/result {"ok":true,"value":22.5}`,
+			// The next poll reads the written value back: it held.
+			`myhome/livingroom/demo/setpoint {"value":22.5,"unit":"°C","ts":"2000-01-01T00:00:01.000Z"}`,
 			"myhome/livingroom/demo/availability offline",
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
