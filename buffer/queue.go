@@ -176,7 +176,7 @@ func (q *Queue) AppendBatch(ctx context.Context, data [][]byte) (uint64, error) 
 	r := &appendReq{data: data, wake: make(chan struct{}, 1)}
 	for _, d := range data {
 		c := recordCost(len(d))
-		if len(d) > maxRecordBytes || c > uint64(q.cfg.MaxBytes) {
+		if uint64(len(d)) > maxRecordBytes || c > uint64(q.cfg.MaxBytes) {
 			return 0, fmt.Errorf("buffer: append %d bytes (quota %s): %w", len(d), q.cfg.MaxBytes, ErrTooLarge)
 		}
 		r.cost += c

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bridge"
 	"github.com/fieldgate/fieldgate/broker"
+	"github.com/fieldgate/fieldgate/buffer"
 	"github.com/fieldgate/fieldgate/devices"
 )
 
@@ -48,6 +49,12 @@ type GatewayConfig struct {
 	// "quality":"uncertain", and logs when the clock's state changes.
 	// Default true.
 	MarkUnsyncedReadings *bool `yaml:"mark_unsynced_readings"`
+	// MemoryLimit is the Go runtime's soft memory limit for the process
+	// (debug.SetMemoryLimit): the garbage collector works harder as the
+	// heap approaches it, which keeps a Pi-sized gateway small with a large
+	// backlog. Default 80MiB; 0 leaves the runtime's default. The GOMEMLIMIT
+	// environment variable, when set, wins.
+	MemoryLimit *buffer.Size `yaml:"memory_limit"`
 }
 
 // LogConfig selects the log level (debug, info, warn, error; default info)
@@ -91,6 +98,10 @@ func (c *Config) Defaults() {
 	}
 	if g.ShutdownTimeout == 0 {
 		g.ShutdownTimeout = 10 * time.Second
+	}
+	if g.MemoryLimit == nil {
+		limit := 80 * buffer.MiB
+		g.MemoryLimit = &limit
 	}
 	if g.MarkUnsyncedReadings == nil {
 		mark := true
@@ -142,6 +153,9 @@ func (c *Config) Validate(drivers map[string]devices.Driver) []Problem {
 		if _, _, err := net.SplitHostPort(g.HTTP.Address); err != nil {
 			add("gateway.http.address", "%q: want host:port or off", g.HTTP.Address)
 		}
+	}
+	if *g.MemoryLimit < 0 || *g.MemoryLimit > 0 && *g.MemoryLimit < 16*buffer.MiB {
+		add("gateway.memory_limit", "%s: want 0 (runtime default) or at least 16MiB", *g.MemoryLimit)
 	}
 	if g.ShutdownTimeout < 0 {
 		add("gateway.shutdown_timeout", "must not be negative")

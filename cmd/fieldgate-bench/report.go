@@ -162,6 +162,7 @@ func printTable(w io.Writer, rep *report) {
 			row(mRate, always(func(x *result) float64 { return x.Rate }), "%.0f", true)
 			row(mDelivery, always(func(x *result) float64 { return 100 * x.DeliveryRatio }), "%.2f%%", false)
 			row(mCPU, always(func(x *result) float64 { return 1e6 * x.CPUPerMsg }), "%.2f", true)
+			row("write syscalls/msg", func(x *result) (float64, bool) { v, ok := x.Extra["write_syscalls_per_msg"]; return v, ok }, "%.3f", true)
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", true)
 		case r.Scenario == "idle":
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", true)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -153,7 +154,11 @@ func median(runs []result) result {
 	slices.SortFunc(sorted, func(a, b result) int { return cmp.Compare(a.Rate, b.Rate) })
 	m := sorted[len(sorted)/2]
 	m.Published, m.Acked, m.Expected, m.Delivered, m.Duplicates = 0, 0, 0, 0, 0
-	m.Extra = map[string]float64{"runs": float64(len(runs)), "rate_min": sorted[0].Rate, "rate_max": sorted[len(sorted)-1].Rate}
+	m.Extra = maps.Clone(m.Extra)
+	if m.Extra == nil {
+		m.Extra = map[string]float64{}
+	}
+	m.Extra["runs"], m.Extra["rate_min"], m.Extra["rate_max"] = float64(len(runs)), sorted[0].Rate, sorted[len(sorted)-1].Rate
 	for _, r := range runs {
 		m.Published += r.Published
 		m.Acked += r.Acked
@@ -209,9 +214,11 @@ func throughput(ctx context.Context, b *broker, name string, s loadSpec) result 
 		r.Error = err.Error()
 		return r
 	}
+	sr0, sw0, ioErr := procSyscalls(b.p.pid())
 	rs := sampleRSS(b.p.pid(), 100*time.Millisecond)
 	run, end, err := driveAndWait(ctx, b.addr, s, b.kind)
 	r.PeakRSS = peakRSS(b, rs)
+	sr1, sw1, ioErr1 := procSyscalls(b.p.pid())
 	if err != nil {
 		err = fmt.Errorf("%w%s", err, b.diagnose())
 	}
@@ -241,6 +248,12 @@ func throughput(ctx context.Context, b *broker, name string, s loadSpec) result 
 	r.CPUSeconds = cpu1 - cpu0
 	if r.Delivered > 0 {
 		r.CPUPerMsg = r.CPUSeconds / float64(r.Delivered)
+		if ioErr == nil && ioErr1 == nil {
+			r.Extra = map[string]float64{
+				"read_syscalls_per_msg":  float64(sr1-sr0) / float64(r.Delivered),
+				"write_syscalls_per_msg": float64(sw1-sw0) / float64(r.Delivered),
+			}
+		}
 	}
 	return r
 }
