@@ -13,15 +13,7 @@ import (
 )
 
 func bridgeConfig(upstreamPort int, extra string) string {
-	return fmt.Sprintf(`gateway:
-  id: e2e
-  data_dir: {{data}}
-  http: {address: 127.0.0.1:{{http}}}
-broker:
-  listeners:
-    - {type: tcp, address: 127.0.0.1:{{mqtt}}}
-  auth: {anonymous: true}
-bridge:
+	return fmt.Sprintf(anonHeader+`bridge:
   upstream:
     url: mqtt://127.0.0.1:%d
     protocol: 5

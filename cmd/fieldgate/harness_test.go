@@ -77,6 +77,18 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 	}
 }
 
+// anonHeader is the gateway and broker sections of most e2e configs: one
+// anonymous TCP listener.
+const anonHeader = `gateway:
+  id: e2e
+  data_dir: {{data}}
+  http: {address: 127.0.0.1:{{http}}}
+broker:
+  listeners:
+    - {type: tcp, address: 127.0.0.1:{{mqtt}}}
+  auth: {anonymous: true}
+`
+
 // gw is a running fieldgate process.
 type gw struct {
 	t        testing.TB
@@ -194,8 +206,6 @@ func (g *gw) kill9() {
 	_ = g.cmd.Process.Kill()
 	<-g.done
 }
-
-func (g *gw) addr() string { return fmt.Sprintf("127.0.0.1:%d", g.mqttPort) }
 
 func (g *gw) metrics(t testing.TB) string {
 	t.Helper()

@@ -114,29 +114,34 @@ func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
 	return *path, true
 }
 
-func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("check", args, stderr)
+// loadConfig parses --config and loads the file, printing every problem.
+// A non-zero code means the command should exit with it.
+func loadConfig(name string, args []string, stderr io.Writer) (string, *gateway.Config, int) {
+	path, ok := configFlag(name, args, stderr)
 	if !ok {
-		return exitUsage
+		return "", nil, exitUsage
 	}
 	cfg, err := gateway.Load(path, gateway.Drivers(discardLogger()))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return exitConfig
+		return "", nil, exitConfig
+	}
+	return path, cfg, exitOK
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	path, cfg, code := loadConfig("check", args, stderr)
+	if code != exitOK {
+		return code
 	}
 	fmt.Fprintf(stdout, "%s: ok\n%s", path, gateway.Summary(cfg))
 	return exitOK
 }
 
 func cmdDoctor(args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("doctor", args, stderr)
-	if !ok {
-		return exitUsage
-	}
-	cfg, err := gateway.Load(path, gateway.Drivers(discardLogger()))
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitConfig
+	_, cfg, code := loadConfig("doctor", args, stderr)
+	if code != exitOK {
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -79,15 +79,7 @@ func TestModbusPymodbus(t *testing.T) {
 	tcpPort := freePort(t)
 	startSlave(t, "tcp", fmt.Sprint(tcpPort))
 
-	cfg := fmt.Sprintf(`gateway:
-  id: e2e
-  data_dir: {{data}}
-  http: {address: 127.0.0.1:{{http}}}
-broker:
-  listeners:
-    - {type: tcp, address: 127.0.0.1:{{mqtt}}}
-  auth: {anonymous: true}
-devices:
+	cfg := fmt.Sprintf(anonHeader+`devices:
   - name: rtu1
     driver: modbus
     transport: rtu

@@ -17,15 +17,7 @@ func TestSerialSensorThroughBinary(t *testing.T) {
 	dir := t.TempDir()
 	socat := startSocat(t, dir)
 	sensorEnd := filepath.Join(dir, "ttyV0")
-	cfg := fmt.Sprintf(`gateway:
-  id: e2e
-  data_dir: {{data}}
-  http: {address: 127.0.0.1:{{http}}}
-broker:
-  listeners:
-    - {type: tcp, address: 127.0.0.1:{{mqtt}}}
-  auth: {anonymous: true}
-devices:
+	cfg := fmt.Sprintf(anonHeader+`devices:
   - name: weather
     driver: serial
     port: %s
