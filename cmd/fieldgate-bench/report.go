@@ -106,6 +106,23 @@ func goals(o *options, rs []result) []goal {
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
 
+// deliveryCell shows the unique-delivery ratio, with the count of lost
+// messages whenever any was lost (99.997% would otherwise read as 100.00%).
+func deliveryCell(x *result) string {
+	if x == nil {
+		return "—"
+	}
+	if lost := x.Expected - x.Delivered; lost > 0 {
+		return fmt.Sprintf("%.3f%% (%d lost)", 100*x.DeliveryRatio, lost)
+	}
+	return fmt.Sprintf("%.2f%%", 100*x.DeliveryRatio)
+}
+
+func deliveryRow(w io.Writer, scenario string, gw, mq *result, goalFor func(string, string) (string, string)) {
+	want, st := goalFor(scenario, mDelivery)
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", scenario, mDelivery, deliveryCell(gw), deliveryCell(mq), "", want, st)
+}
+
 // printTable writes the one human table: every metric of every scenario,
 // gateway beside mosquitto, the ratio, and the goal with pass/miss.
 func printTable(w io.Writer, rep *report) {
@@ -147,6 +164,9 @@ func printTable(w io.Writer, rep *report) {
 			}
 			g, gv := cell(gw)
 			m, mv := cell(mq)
+			if (g == "n/a" || g == "—") && (m == "n/a" || m == "—") {
+				return // nothing measured on either side (e.g. an older report)
+			}
 			rt := ""
 			if ratio && gv > 0 && mv > 0 {
 				rt = fmt.Sprintf("%.2f×", gv/mv)
@@ -160,7 +180,7 @@ func printTable(w io.Writer, rep *report) {
 		switch {
 		case strings.HasPrefix(r.Scenario, "qos"):
 			row(mRate, always(func(x *result) float64 { return x.Rate }), "%.0f", true)
-			row(mDelivery, always(func(x *result) float64 { return 100 * x.DeliveryRatio }), "%.2f%%", false)
+			deliveryRow(tw, r.Scenario, gw, mq, goalFor)
 			row(mCPU, always(func(x *result) float64 { return 1e6 * x.CPUPerMsg }), "%.2f", true)
 			row("write syscalls/msg", func(x *result) (float64, bool) { v, ok := x.Extra["write_syscalls_per_msg"]; return v, ok }, "%.3f", true)
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", true)

@@ -111,7 +111,7 @@ func (s *point) next(now time.Time) any {
 		lo, hi := val(cfg.Min), val(cfg.Max)
 		period := cfg.Period.Nanoseconds()
 		phase := float64(now.UnixNano()%period) / float64(period)
-		return (lo+hi)/2 + (hi-lo)/2*math.Sin(2*math.Pi*phase)
+		return round2((lo+hi)/2 + (hi-lo)/2*math.Sin(2*math.Pi*phase))
 	case "random":
 		lo, hi := val(cfg.Min), val(cfg.Max)
 		if first {
@@ -120,7 +120,7 @@ func (s *point) next(now time.Time) any {
 		}
 		s.cur += (s.rng.Float64()*2 - 1) * val(cfg.Step)
 		s.cur = min(max(s.cur, lo), hi)
-		return s.cur
+		return round2(s.cur)
 	case "counter":
 		if first {
 			s.cur = val(cfg.Value)
@@ -181,3 +181,7 @@ func (c *Conn) Write(ctx context.Context, p *devices.Point, v any) error {
 
 // Close releases nothing; it exists to satisfy devices.Conn.
 func (c *Conn) Close() error { return nil }
+
+// round2 rounds a simulated measurement to two decimals, as a real sensor's
+// resolution would.
+func round2(v float64) float64 { return math.Round(v*100) / 100 }
