@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -349,8 +350,12 @@ func (b *Broker) capabilities() *mqtt.Capabilities {
 	c.MaximumClients = int64(l.MaxClients)
 	c.MaximumPacketSize = uint32(l.MaxPacketSize)
 	c.ReceiveMaximum = uint16(l.ReceiveMaximum)
-	c.MaximumInflight = uint16(l.MaxInflight)
-	c.MaximumClientWritesPending = int32(l.MaxQueuedMessages)
+	// The policy hook holds publishers back at MaxInflight per subscriber,
+	// but several publishers can pass its check at the same moment; mochi's
+	// own limits, where it drops, get headroom so that such an overshoot is
+	// delivered instead of dropped.
+	c.MaximumInflight = uint16(min(2*l.MaxInflight, math.MaxUint16))
+	c.MaximumClientWritesPending = int32(l.MaxQueuedMessages + l.MaxInflight)
 	c.MaximumSessionExpiryInterval = uint32(l.MaxSessionExpiry / time.Second)
 	c.MaximumMessageExpiryInterval = int64(l.MaxMessageExpiry / time.Second)
 	c.TopicAliasMaximum = uint16(l.TopicAliasMaximum)

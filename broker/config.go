@@ -121,11 +121,15 @@ type LimitsConfig struct {
 	// client, sent but unacknowledged or queued for an offline persistent
 	// session. When a connected subscriber reaches it (or its own receive
 	// maximum) publishers wait, up to DeliveryWait, instead of messages
-	// being dropped. 1..65535, default 1024.
+	// being dropped. The point where messages are actually dropped lies at
+	// twice this, so publishers that pass the check together overshoot
+	// without loss (an offline persistent session may hold up to twice
+	// this too). 1..65535, default 1024.
 	MaxInflight int `yaml:"max_inflight"`
 	// MaxQueuedMessages is the depth of a client's outbound write queue (all
-	// QoS); a message that finds it full is dropped and counted. Must be at
-	// least MaxInflight. Default 2×MaxInflight.
+	// QoS); a message that finds it full is dropped and counted (the queue
+	// gets MaxInflight slots of headroom on top). Must be at least
+	// MaxInflight. Default 2×MaxInflight.
 	MaxQueuedMessages int `yaml:"max_queued_messages"`
 	// MaxKeepalive is the largest keepalive granted to MQTT 5 clients; one
 	// asking for more (or for none) is told this value in CONNACK.
