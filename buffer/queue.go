@@ -86,11 +86,12 @@ type Queue struct {
 	ackLimit int
 	reclaim  uint64 // records removed since the last DropPrefix (under wmu)
 
-	mu     sync.Mutex
-	st     meta                // persisted state, changed under wmu and mu
-	acked  map[uint64]struct{} // acked but not yet deleted (seq > st.head)
-	closed bool
-	stats  counters
+	mu       sync.Mutex
+	nearFull bool                // logged "near full", not yet drained below the clear level (under mu)
+	st       meta                // persisted state, changed under wmu and mu
+	acked    map[uint64]struct{} // acked but not yet deleted (seq > st.head)
+	closed   bool
+	stats    counters
 }
 
 type counters struct {

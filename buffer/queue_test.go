@@ -747,3 +747,55 @@ func TestOpenEnvironmentError(t *testing.T) {
 		t.Errorf("records after failed second Open: %v", got)
 	}
 }
+
+// The buffer logs once when it passes 90% of its quota and once when it has
+// drained below 80%, not on every maintenance tick.
+func TestNearFullLoggedOnStateChange(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxBytes = minMaxBytes
+	var logs syncLog
+	q, err := Open(t.TempDir(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	rec := make([]byte, 1000)
+	var seqs []uint64
+	for q.Stats().Bytes < uint64(float64(cfg.MaxBytes)*0.92) {
+		s, err := q.Append(context.Background(), rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, s)
+	}
+	q.logFill()
+	q.logFill()
+	if n := strings.Count(logs.String(), "buffer: near full"); n != 1 {
+		t.Fatalf("near full logged %d times, want 1:\n%s", n, logs.String())
+	}
+	if err := q.Ack(seqs[:len(seqs)/2]...); err != nil {
+		t.Fatal(err)
+	}
+	q.logFill()
+	q.logFill()
+	if n := strings.Count(logs.String(), "buffer: no longer near full"); n != 1 {
+		t.Fatalf("drained logged %d times, want 1:\n%s", n, logs.String())
+	}
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

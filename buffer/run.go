@@ -73,6 +73,37 @@ func (q *Queue) maintain() {
 		q.log.Warn("buffer: persisting acknowledgements failed; will retry", "err", err)
 	}
 	q.logDrops(q.now(), false)
+	q.logFill()
+}
+
+// Fill levels at which the buffer logs a state change: above nearFull it
+// logs "near full" once, and "below" again once it drained under
+// nearFullClear (hysteresis, so a level hovering at the edge logs nothing
+// more).
+const (
+	nearFull      = 0.9
+	nearFullClear = 0.8
+)
+
+// logFill logs when the backlog crosses the near-full levels.
+func (q *Queue) logFill() {
+	q.mu.Lock()
+	used := float64(q.st.bytes) / float64(q.cfg.MaxBytes)
+	was := q.nearFull
+	switch {
+	case !was && used >= nearFull:
+		q.nearFull = true
+	case was && used < nearFullClear:
+		q.nearFull = false
+	}
+	now := q.nearFull
+	q.mu.Unlock()
+	switch {
+	case now && !was:
+		q.log.Warn("buffer: near full", "used_percent", int(used*100), "max_bytes", q.cfg.MaxBytes.String(), "when_full", string(q.cfg.WhenFull))
+	case was && !now:
+		q.log.Info("buffer: no longer near full", "used_percent", int(used*100))
+	}
 }
 
 // expire drops the records older than MaxAge, from the head on, and returns
