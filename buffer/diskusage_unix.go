@@ -15,3 +15,13 @@ func diskUsage(fi fs.FileInfo) int64 {
 	}
 	return fi.Size()
 }
+
+// freeSpace is the space available to this user on the file system holding
+// dir.
+func freeSpace(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}

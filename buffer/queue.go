@@ -23,7 +23,18 @@ var (
 	ErrTooLarge = errors.New("buffer: record larger than the quota")
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New("buffer: closed")
+	// ErrDiskFull is returned by Append when the file system holding the
+	// store has less than DiskReserve free: nothing was stored. badger
+	// writes through memory-mapped files, and a write into a sparse page
+	// of a full file system kills the process with SIGBUS, so appends stop
+	// while there is still room for badger's own files.
+	ErrDiskFull = errors.New("buffer: disk full")
 )
+
+// DiskReserve is the free space below which Append refuses records with
+// ErrDiskFull: room for a value-log file (badger maps twice its size), the
+// memtables and a level-0 flush.
+const DiskReserve = 2*vlogFileSize + 4*memTableSize
 
 // Record is one entry of the queue. Read returns copies: the caller owns
 // Data.
@@ -88,6 +99,7 @@ type Queue struct {
 
 	mu       sync.Mutex
 	nearFull bool                // logged "near full", not yet drained below the clear level (under mu)
+	diskFull bool                // appends refused for lack of disk space (under mu)
 	st       meta                // persisted state, changed under wmu and mu
 	acked    map[uint64]struct{} // acked but not yet deleted (seq > st.head)
 	closed   bool
@@ -295,6 +307,15 @@ func (q *Queue) commit(batch []*appendReq) {
 			r.err = ErrClosed
 		}
 		return
+	}
+	if free, err := freeSpace(q.dir); err == nil && free < DiskReserve {
+		for _, r := range batch {
+			r.err = fmt.Errorf("buffer: append: %d MiB free in %s, %d MiB kept for the store: %w", free>>20, q.dir, DiskReserve>>20, ErrDiskFull)
+		}
+		q.noteDisk(true, free)
+		return
+	} else if err == nil {
+		q.noteDisk(false, free)
 	}
 	now := q.now().UTC()
 	w := q.newWriter()
@@ -687,4 +708,19 @@ func max64(a, b uint64) uint64 {
 		return a
 	}
 	return b
+}
+
+// noteDisk logs when appends start or stop being refused for lack of disk
+// space.
+func (q *Queue) noteDisk(full bool, free uint64) {
+	q.mu.Lock()
+	was := q.diskFull
+	q.diskFull = full
+	q.mu.Unlock()
+	switch {
+	case full && !was:
+		q.log.Error("buffer: disk full: refusing new records until space is freed", "dir", q.dir, "free_mib", free>>20, "reserve_mib", DiskReserve>>20)
+	case was && !full:
+		q.log.Info("buffer: disk space available again; accepting records", "free_mib", free>>20)
+	}
 }

@@ -25,7 +25,7 @@ import (
 const (
 	memTableSize   = 8 << 20
 	valueThreshold = 4 << 10
-	vlogFileSize   = 64 << 20
+	vlogFileSize   = 16 << 20
 )
 
 func badgerOptions(dir string, log *slog.Logger) badger.Options {

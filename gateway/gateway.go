@@ -317,8 +317,8 @@ func (g *Gateway) ingress(br *bridge.Bridge, m *broker.Message) error {
 		return nil
 	}
 	err := br.Ingest(context.Background(), toBridge(m))
-	if errors.Is(err, buffer.ErrFull) {
-		return broker.ErrQuotaExceeded
+	if errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrDiskFull) {
+		return broker.ErrQuotaExceeded // MQTT 5: 0x97; 3.1.1: closed without an ack
 	}
 	return err
 }

@@ -360,3 +360,44 @@ func mosqPub(args ...string) (string, error) {
 	out, err := exec.CommandContext(ctx, "mosquitto_pub", args...).CombinedOutput()
 	return string(out), err
 }
+
+// proxyTo listens on 127.0.0.1:port and relays every connection to
+// 127.0.0.1:target. Tests use it to make an upstream appear at a known
+// moment: after its subscribers are in place.
+func proxyTo(t testing.TB, port, target int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", target))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			wg.Go(func() { _, _ = io.Copy(u, c); u.Close() })
+			wg.Go(func() { _, _ = io.Copy(c, u); c.Close() })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
