@@ -32,7 +32,7 @@ type DeviceConfig struct {
 	MaxLineLength int          `yaml:"max_line_length"` // bytes, default 1024
 
 	// Polling and timing.
-	Poll    time.Duration `yaml:"poll"`    // default 5s (sim: 1s)
+	Poll    time.Duration `yaml:"poll"`    // default 5s (sim: 1s); streaming sensors: expected interval, offline after 3 silent ones
 	Timeout time.Duration `yaml:"timeout"` // per request, default 1s
 	Retries *int          `yaml:"retries"` // per request after a timeout, default 1
 

@@ -16,7 +16,9 @@
 // or every point failing) or a Stream that returns closes the Conn, marks
 // the device offline and reopens it after a backoff of 1s, doubling up to
 // 30s (reset once the device has worked again). Missed poll slots are
-// skipped, not queued.
+// skipped, not queued. A streaming device is expected to send about every
+// `poll:`; after three intervals without a good reading it is marked offline
+// (the Conn stays open) and online again with its next reading.
 //
 // # Publishing
 //

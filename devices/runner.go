@@ -247,11 +247,22 @@ func (r *runner) poll(ctx context.Context, pc PollConn, pts []*Point) error {
 	return nil
 }
 
+// silenceFactor is how many poll intervals a streaming sensor may stay
+// silent before it is marked offline.
+const silenceFactor = 3
+
 func (r *runner) serveStream(ctx context.Context, sc StreamConn, wasOnline *bool) error {
 	done := make(chan error, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var online atomic.Bool
+	// A streaming sensor is expected to send about every poll interval;
+	// after silenceFactor intervals without a good reading it is marked
+	// offline (its last value is stale), and online again with the next one.
+	silence := silenceFactor * r.dev.Config.Poll
+	quiet := time.NewTimer(silence)
+	defer quiet.Stop()
+	heard := make(chan struct{}, 1)
 	wg.Go(func() {
 		done <- sc.Stream(ctx, func(rs []Reading) {
 			good := false
@@ -266,6 +277,10 @@ func (r *runner) serveStream(ctx context.Context, sc StreamConn, wasOnline *bool
 			if good {
 				r.setOnline(ctx)
 				online.Store(true)
+				select {
+				case heard <- struct{}{}:
+				default:
+				}
 			}
 			r.process(ctx, rs, false)
 		})
@@ -283,6 +298,17 @@ func (r *runner) serveStream(ctx context.Context, sc StreamConn, wasOnline *bool
 			return fmt.Errorf("stream: %w", err)
 		case w := <-r.writes:
 			r.reply(ctx, w, nil, errors.New("device streams its readings and accepts no writes"))
+		case <-heard:
+			if !quiet.Stop() {
+				select {
+				case <-quiet.C:
+				default:
+				}
+			}
+			quiet.Reset(silence)
+		case <-quiet.C:
+			r.setOffline(ctx, fmt.Errorf("no reading for %s (%d× poll)", silence, silenceFactor))
+			quiet.Reset(silence)
 		}
 	}
 }

@@ -435,3 +435,32 @@ func TestUnsyncedClockMarksReadings(t *testing.T) {
 		}
 	})
 }
+
+// A streaming sensor that goes silent while its port stays open is marked
+// offline after three poll intervals, and online again with its next line.
+func TestStreamSilence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		drv := newFakeDriver()
+		drv.stream = true
+		drv.emit = make(chan []Reading)
+		h := start(t, drv, DeviceConfig{Name: "w", Driver: "fake", Topic: "s/{device}/{point}", Poll: 10 * time.Second, Points: []PointConfig{{Name: "t"}}})
+		p := h.set.Devices()[0].Points[0]
+		drv.emit <- []Reading{{Point: p, Value: 21.5, Time: h.t0}}
+		synctest.Wait()
+		advance(29 * time.Second)
+		if got := lines(h.pub.take()); len(got) != 2 {
+			t.Fatalf("before 3 polls of silence: %q", got)
+		}
+		advance(time.Second)
+		if diff := cmp.Diff([]string{"s/w/availability offline"}, lines(h.pub.take())); diff != "" {
+			t.Errorf("after 30s of silence (-want +got):\n%s", diff)
+		}
+		drv.emit <- []Reading{{Point: p, Value: 21.6, Time: h.t0.Add(45 * time.Second)}}
+		synctest.Wait()
+		h.stop()
+		want := []string{"s/w/availability online", `s/w/t {"value":21.6,"ts":"` + h.at(45*time.Second) + `"}`, "s/w/availability offline"}
+		if diff := cmp.Diff(want, lines(h.pub.take())); diff != "" {
+			t.Errorf("after the next line (-want +got):\n%s", diff)
+		}
+	})
+}
