@@ -176,11 +176,17 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.mu.Unlock()
 
 	var ops *opsServer
+	var opsDone <-chan struct{}
 	if cfg.Gateway.HTTP.Address != "off" {
 		ops, err = newOpsServer(cfg.Gateway.HTTP.Address, g)
 		if err != nil {
 			return err
 		}
+		defer func() {
+			if opsDone == nil { // never served: close its listener here
+				ops.ln.Close()
+			}
+		}()
 		g.mu.Lock()
 		g.http = ops
 		g.mu.Unlock()
@@ -230,7 +236,6 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	g.devRun = &devRunner{failed: failed}
 	g.devRun.start(devs)
-	var opsDone <-chan struct{}
 	if ops != nil {
 		opsDone = start("http", ops.Run, opsCtx)
 	}

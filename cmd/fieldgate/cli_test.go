@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -189,4 +191,38 @@ func TestDoctor(t *testing.T) {
 	if code != exitRuntime || !strings.Contains(out, "FAIL  upstream") {
 		t.Fatalf("doctor with an unreachable upstream: exit %d, want %d\n%s", code, exitRuntime, out)
 	}
+}
+
+// A listener that cannot bind and a data directory already in use are
+// runtime failures: exit 3 with the reason, nothing left running.
+func TestRunFailures(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	body := fmt.Sprintf("gateway: {id: x, data_dir: %s, http: {address: 127.0.0.1:0}}\nbroker: {listeners: [{type: tcp, address: %s}], auth: {anonymous: true}}\n",
+		filepath.Join(dir, "data"), busy.Addr())
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runBin(t, "", "run", "--config", path)
+	if code != exitRuntime || !strings.Contains(errOut, busy.Addr().String()) {
+		t.Fatalf("busy port: exit %d, want %d, naming %s:\n%s", code, exitRuntime, busy.Addr(), errOut)
+	}
+
+	// A second gateway on the same data directory is refused.
+	g := startGW(t, dir, anonHeader)
+	second := filepath.Join(dir, "second.yaml")
+	body = fmt.Sprintf("gateway: {id: x, data_dir: %s, http: {address: 127.0.0.1:0}}\nbroker: {listeners: [{type: tcp, address: 127.0.0.1:0}], auth: {anonymous: true}}\n", filepath.Join(dir, "data"))
+	if err := os.WriteFile(second, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = runBin(t, "", "run", "--config", second)
+	if code != exitRuntime || !strings.Contains(errOut, "in use by another fieldgate") {
+		t.Fatalf("shared data_dir: exit %d, want %d:\n%s", code, exitRuntime, errOut)
+	}
+	g.stop()
 }
