@@ -30,7 +30,7 @@ const Origin = "bridge"
 // implements it. Read must return records with Seq > after in Seq order,
 // skipping acknowledged ones; Ack may be called out of order.
 type Queue interface {
-	Append(ctx context.Context, data []byte) (uint64, error)
+	AppendBatchAsync(data [][]byte) (*buffer.Pending, error)
 	Read(after uint64, max int, maxBytes int) ([]buffer.Record, error)
 	Notify() <-chan struct{}
 	Ack(seqs ...uint64) error
@@ -114,6 +114,7 @@ type counters struct {
 	dropOffline, dropOverflow, dropLocal  atomic.Uint64
 	dropInvalid                           atomic.Uint64
 	inflight, window                      atomic.Int64
+	inflightBytes                         atomic.Int64  // topic + payload bytes of the messages in flight
 	rate                                  atomic.Uint64 // float64 bits
 }
 
@@ -175,10 +176,11 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 	return b, nil
 }
 
-// Ingest is called by the local broker for every local publish, before the
-// publisher is acknowledged (G1). For each forward route the message
-// matches (a message matching several routes is stored once per route, in
-// route order):
+// Ingest stores a local publish for the upstream before its publisher is
+// acknowledged (G1) and returns once it is durable; the gateway uses
+// IngestAsync, which does the same without making its caller wait. For each
+// forward route the message matches (a message matching several routes is
+// stored once per route, in route order, all in one commit):
 //
 //   - QoS ≥ 1, or a route with buffer_qos0: the message, mapped to its
 //     upstream topic and QoS, is appended to the buffer; Ingest returns once
@@ -191,9 +193,31 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 // Messages whose Origin is bridge.Origin and messages matching no route are
 // ignored. Safe for concurrent use.
 func (b *Bridge) Ingest(ctx context.Context, m Message) error {
-	if m.Origin == Origin {
-		return nil
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("bridge: forward %s: %w", m.Topic, err)
 	}
+	in, err := b.IngestAsync(m)
+	if in == nil {
+		return err
+	}
+	return in.Err()
+}
+
+// IngestAsync does what Ingest does without waiting for the disk: the
+// message's records (one per matching buffered route, in route order) are
+// queued for the next group commit as one unit and IngestAsync returns; the
+// Ingestion reports when they are durable, with what Ingest would have
+// returned. Records of successive calls are stored in the order of the
+// calls, so a caller that must keep a publisher's order calls IngestAsync
+// in that order (from one goroutine) and waits later. The Ingestion is nil
+// when nothing was queued (no buffered route matched); err is set when the
+// records could not be queued (too large, buffer closed). Safe for
+// concurrent use.
+func (b *Bridge) IngestAsync(m Message) (*Ingestion, error) {
+	if m.Origin == Origin {
+		return nil, nil
+	}
+	var data [][]byte
 	for i, r := range b.routes.Load().fwd {
 		if !match(r.filter, m.Topic) {
 			continue
@@ -210,16 +234,45 @@ func (b *Bridge) Ingest(ctx context.Context, m Message) error {
 			b.forwardLive(up)
 			continue
 		}
-		data := encodeRecord(&record{Route: uint16(i), Accepted: time.Now(), Msg: up})
-		if _, err := b.q.Append(ctx, data); err != nil {
-			if errors.Is(err, buffer.ErrFull) {
-				b.st.rejected.Add(1)
-			}
-			return fmt.Errorf("bridge: forward[%d] %s: %w", i, m.Topic, err)
-		}
-		b.st.ingested.Add(1)
+		data = append(data, encodeRecord(&record{Route: uint16(i), Accepted: time.Now(), Msg: up}))
 	}
-	return nil
+	if len(data) == 0 {
+		return nil, nil
+	}
+	p, err := b.q.AppendBatchAsync(data)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: forward %s: %w", m.Topic, err)
+	}
+	return &Ingestion{b: b, p: p, n: len(data), topic: m.Topic}, nil
+}
+
+// Ingestion is a message queued by IngestAsync.
+type Ingestion struct {
+	b     *Bridge
+	p     *buffer.Pending
+	n     int
+	topic string
+	once  sync.Once
+	err   error
+}
+
+// Done is closed once the outcome is known.
+func (in *Ingestion) Done() <-chan struct{} { return in.p.Done() }
+
+// Err waits for the outcome: nil once the message is durable, otherwise
+// what Ingest would have returned.
+func (in *Ingestion) Err() error {
+	in.once.Do(func() {
+		if _, err := in.p.Wait(); err != nil {
+			if errors.Is(err, buffer.ErrFull) {
+				in.b.st.rejected.Add(1)
+			}
+			in.err = fmt.Errorf("bridge: forward %s: %w", in.topic, err)
+			return
+		}
+		in.b.st.ingested.Add(uint64(in.n))
+	})
+	return in.err
 }
 
 func (b *Bridge) forwardLive(m Message) {
@@ -466,6 +519,8 @@ func (b *Bridge) serve(ctx context.Context, l link) error {
 		// resend from the oldest unacknowledged record, in order.
 		b.cursor = min(b.cursor, b.leftover[0].seq-1)
 		b.leftover = nil
+		b.st.inflight.Store(0)
+		b.st.inflightBytes.Store(0)
 	}
 	window := max(min(b.cfg.Inflight, l.receiveMaximum()), 1)
 	b.st.window.Store(int64(window))
@@ -502,10 +557,19 @@ func (b *Bridge) serve(ctx context.Context, l link) error {
 	b.state = "connected"
 	b.mu.Unlock()
 
+	// The drain is a pipeline: read pages ahead of the cursor, publish,
+	// complete in order, ack in the buffer in batches. Reading and acking
+	// (badger) run beside publishing instead of between publishes.
 	var head *flight
+	pages := make(chan []entry, readAhead)
+	acks := make(chan []uint64, ackQueue)
+	after := b.cursor
 	g, gctx := errgroup.WithContext(cctx)
-	g.Go(func() error { return b.send(gctx, l, slots, fifo) })
-	g.Go(func() error { return b.complete(gctx, slots, fifo, &head) })
+	g.Go(func() error { return b.read(gctx, after, pages) })
+	freed := make(chan struct{}, 1) // complete → send: bytes left the window
+	g.Go(func() error { return b.send(gctx, l, slots, fifo, freed, pages) })
+	g.Go(func() error { return b.complete(gctx, slots, fifo, freed, &head, acks) })
+	g.Go(func() error { return b.ack(acks, cancel) })
 	g.Go(func() error {
 		select {
 		case <-l.lost():
@@ -558,6 +622,11 @@ func (b *Bridge) serve(ctx context.Context, l link) error {
 	}
 	b.leftover = b.collect(left, fifo)
 	b.st.inflight.Store(int64(len(b.leftover)))
+	var bytes int64
+	for _, f := range b.leftover {
+		bytes += int64(f.size)
+	}
+	b.st.inflightBytes.Store(bytes)
 	if slices.ContainsFunc(b.leftover, (*flight).retry) {
 		// The refused message left the session: only a clean session and
 		// a resend from the oldest unacknowledged record keeps the order.
@@ -638,19 +707,41 @@ func (b *Bridge) finish(f *flight, err error) {
 	b.st.forwarded.Add(1)
 }
 
-// Read tuning of the drain.
+// Tuning of the drain.
 const (
-	readBatch = 256
+	// readBatch and readBytes bound one Read of the buffer (a page);
+	// readAhead pages are read ahead of the one being sent.
+	readBatch = 1024
 	readBytes = 1 << 20
+	readAhead = 2
+	// ackBatch and ackDelay bound how many acknowledged records, and for
+	// how long, wait before they are acked in the buffer together: each
+	// Ack is a badger transaction, so acking one by one costs more than
+	// the rest of the drain. A record acknowledged upstream but not yet in
+	// the buffer is sent again after a crash (a duplicate, never a loss).
+	// ackQueue batches may wait for the acking goroutine.
+	ackBatch = 1024
+	ackDelay = 50 * time.Millisecond
+	ackQueue = 4
+	// maxInflightBytes bounds the topic and payload bytes in flight (the
+	// window holds them in memory twice: as messages and in the session).
+	maxInflightBytes = 4 << 20
 )
 
-// send is the single FIFO cursor through the buffer: it publishes records
-// in sequence order, holding at most cap(slots) unacknowledged.
-func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo chan *flight) error {
+// entry is a buffer record read by the drain, decoded.
+type entry struct {
+	seq uint64
+	rec record
+	err error // undecodable
+}
+
+// read reads the buffer from after on, a page at a time, decodes it and
+// hands it to send, waiting for appends when it reached the end.
+func (b *Bridge) read(ctx context.Context, after uint64, pages chan<- []entry) error {
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	for {
-		recs, err := b.q.Read(b.cursor, readBatch, readBytes)
+		recs, err := b.q.Read(after, readBatch, readBytes)
 		if err != nil {
 			return bufferErr("read", err)
 		}
@@ -663,28 +754,53 @@ func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo cha
 			}
 			continue
 		}
-		for _, rec := range recs {
-			r, err := decodeRecord(rec.Data)
-			if err != nil {
+		page := make([]entry, len(recs))
+		for i, r := range recs {
+			page[i].seq = r.Seq
+			page[i].rec, page[i].err = decodeRecord(r.Data)
+		}
+		after = recs[len(recs)-1].Seq
+		select {
+		case pages <- page:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// send is the single FIFO cursor through the buffer: it publishes records
+// in sequence order, holding at most cap(slots) unacknowledged.
+func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo chan *flight, freed <-chan struct{}, pages <-chan []entry) error {
+	for {
+		var page []entry
+		select {
+		case page = <-pages:
+		case <-ctx.Done():
+			return nil
+		}
+		for i := range page {
+			e := &page[i]
+			if e.err != nil {
 				b.st.dropCorrupt.Add(1)
-				b.log.Error("undecodable buffer record dropped", "seq", rec.Seq, "err", err)
-				if err := b.q.Ack(rec.Seq); err != nil {
+				b.log.Error("undecodable buffer record dropped", "seq", e.seq, "err", e.err)
+				if err := b.q.Ack(e.seq); err != nil {
 					return bufferErr("ack", err)
 				}
-				b.cursor = rec.Seq
+				b.cursor = e.seq
 				continue
 			}
-			if e := r.Msg.MessageExpiry; e > 0 {
+			r := &e.rec
+			if exp := r.Msg.MessageExpiry; exp > 0 {
 				age := uint32(time.Since(r.Accepted) / time.Second)
-				if age >= e {
+				if age >= exp {
 					b.st.dropExpired.Add(1)
-					if err := b.q.Ack(rec.Seq); err != nil {
+					if err := b.q.Ack(e.seq); err != nil {
 						return bufferErr("ack", err)
 					}
-					b.cursor = rec.Seq
+					b.cursor = e.seq
 					continue
 				}
-				r.Msg.MessageExpiry = e - age
+				r.Msg.MessageExpiry = exp - age
 			}
 			select {
 			case slots <- struct{}{}:
@@ -692,11 +808,21 @@ func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo cha
 				return nil
 			}
 			size := len(r.Msg.Topic) + len(r.Msg.Payload)
+			// The byte budget: large messages take fewer slots. At least
+			// one message is always in flight, whatever its size.
+			for n := b.st.inflightBytes.Load(); n > 0 && n+int64(size) > maxInflightBytes; n = b.st.inflightBytes.Load() {
+				select {
+				case <-freed:
+				case <-ctx.Done():
+					<-slots
+					return nil
+				}
+			}
 			if err := b.pace.wait(ctx, size); err != nil {
 				<-slots
 				return nil
 			}
-			f, err := l.publish(ctx, &r.Msg, rec.Seq)
+			f, err := l.publish(ctx, &r.Msg, e.seq)
 			if err != nil {
 				<-slots
 				if ctx.Err() != nil {
@@ -705,67 +831,87 @@ func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo cha
 				return err
 			}
 			f.size = size
-			if rec.Seq <= b.maxSent {
+			b.st.inflightBytes.Add(int64(size))
+			if e.seq <= b.maxSent {
 				b.st.resent.Add(1)
 			} else {
-				b.maxSent = rec.Seq
+				b.maxSent = e.seq
 			}
-			b.cursor = rec.Seq
+			b.cursor = e.seq
 			b.st.inflight.Add(1)
 			fifo <- f
 		}
 	}
 }
 
-// complete waits for flights in order and acks them in the buffer (in
-// batches when several are complete). It ends the connection with
-// errStalled when the oldest flight is not acknowledged within
-// stall_timeout of the last progress.
-func (b *Bridge) complete(ctx context.Context, slots chan struct{}, fifo chan *flight, head **flight) error {
-	var acks []uint64
-	flush := func() error {
-		if len(acks) == 0 {
-			return nil
+// complete waits for flights in order and hands their sequence numbers to
+// ack in batches: when ackBatch are waiting, when the oldest has waited
+// ackDelay, and when it returns (it then closes acks). It ends the
+// connection with errStalled when the oldest flight is not acknowledged
+// within stall_timeout of the last progress.
+func (b *Bridge) complete(ctx context.Context, slots chan struct{}, fifo chan *flight, freed chan<- struct{}, head **flight, acks chan<- []uint64) error {
+	var batch []uint64
+	var ackBy time.Time // when the oldest entry of batch must be handed over
+	handOver := func() {
+		if len(batch) > 0 {
+			acks <- batch
+			batch = nil
 		}
-		err := b.q.Ack(acks...)
-		acks = acks[:0]
-		if err != nil {
-			return bufferErr("ack", err)
-		}
-		return nil
 	}
-	defer func() { _ = flush() }()
+	defer close(acks)
+	defer handOver()
+	stall := time.NewTimer(b.cfg.StallTimeout)
+	defer stall.Stop()
+	flushT := time.NewTimer(ackDelay)
+	defer flushT.Stop()
 	progress := time.Now()
 	for {
 		var f *flight
 		select {
 		case f = <-fifo:
 		default:
-			if err := flush(); err != nil {
-				return err
+			// Nothing in flight. Acking at once here would ack one record
+			// at a time whenever the upstream acknowledges faster than
+			// send publishes: only a quiet ackDelay flushes the batch.
+			var flushC <-chan time.Time
+			if len(batch) > 0 {
+				flushT.Reset(time.Until(ackBy))
+				flushC = flushT.C
 			}
 			select {
 			case f = <-fifo:
 				progress = time.Now()
+			case <-flushC:
+				handOver()
+				continue
 			case <-ctx.Done():
 				return nil
 			}
 		}
 		*head = f
-		select {
-		case <-f.done():
-		default:
-			if err := flush(); err != nil {
-				return err
-			}
-			t := time.NewTimer(time.Until(progress.Add(b.cfg.StallTimeout)))
+		for done := false; !done; {
 			select {
 			case <-f.done():
-				t.Stop()
-			case <-t.C:
+				done = true
+				continue
+			default:
+			}
+			if len(batch) > 0 && !time.Now().Before(ackBy) {
+				handOver()
+			}
+			stall.Reset(time.Until(progress.Add(b.cfg.StallTimeout)))
+			var flushC <-chan time.Time
+			if len(batch) > 0 {
+				flushT.Reset(time.Until(ackBy))
+				flushC = flushT.C
+			}
+			select {
+			case <-f.done():
+				done = true
+			case <-flushC:
+			case <-stall.C:
 				return errStalled
 			case <-ctx.Done():
-				t.Stop()
 				return nil
 			}
 		}
@@ -776,15 +922,39 @@ func (b *Bridge) complete(ctx context.Context, slots chan struct{}, fifo chan *f
 		*head = nil
 		progress = time.Now()
 		b.finish(f, res)
-		acks = append(acks, f.seq)
+		if len(batch) == 0 {
+			ackBy = progress.Add(ackDelay)
+			batch = make([]uint64, 0, ackBatch)
+		}
+		batch = append(batch, f.seq)
 		b.st.inflight.Add(-1)
+		b.st.inflightBytes.Add(-int64(f.size))
+		select {
+		case freed <- struct{}{}:
+		default:
+		}
 		<-slots
-		if len(acks) >= readBatch {
-			if err := flush(); err != nil {
-				return err
-			}
+		if len(batch) >= ackBatch {
+			handOver()
 		}
 	}
+}
+
+// ack acks the batches complete hands over in the buffer until complete
+// closes acks. On an error it calls stop (ending the connection) but keeps
+// receiving, so that complete never blocks, and returns the first error.
+func (b *Bridge) ack(acks <-chan []uint64, stop func()) error {
+	var first error
+	for batch := range acks {
+		if first != nil {
+			continue
+		}
+		if err := b.q.Ack(batch...); err != nil {
+			first = bufferErr("ack", err)
+			stop()
+		}
+	}
+	return first
 }
 
 // receive handles a message from a subscribe route.

@@ -117,7 +117,8 @@ func TestLinkCutsDuringDrain(t *testing.T) {
 				before := b.Stats().Forwarded
 				waitFor(t, 30*time.Second, "drain progress", func() bool {
 					s := b.Stats()
-					return s.Forwarded > before+200 || s.BacklogMessages == 0
+					// Cut only a connection made after the previous cut.
+					return s.Forwarded > before+200 && s.Connected && s.Reconnects >= uint64(cuts) || s.BacklogMessages == 0
 				})
 				if b.Stats().BacklogMessages == 0 {
 					break
@@ -126,13 +127,14 @@ func TestLinkCutsDuringDrain(t *testing.T) {
 				cuts++
 			}
 			dups := checkDelivery(t, o, pubs*n)
-			s := b.Stats()
 			if cuts < 2 {
 				t.Errorf("only %d cuts happened during the drain", cuts)
 			}
-			if s.Reconnects < uint64(cuts) {
-				t.Errorf("reconnects = %d, want >= %d", s.Reconnects, cuts)
-			}
+			// The last cut may come after the last PUBACK (the buffer is
+			// acked in batches, so the backlog lags): delivery then does
+			// not wait for the reconnect.
+			waitFor(t, 20*time.Second, "a reconnect after every cut", func() bool { return b.Stats().Reconnects >= uint64(cuts) })
+			s := b.Stats()
 			if tc.qos == 2 && (dups != 0 || s.Resent != 0) {
 				t.Errorf("QoS 2 with a resumed session: %d duplicates upstream, %d resent, want 0", dups, s.Resent)
 			}
@@ -164,9 +166,9 @@ func TestStallDetection(t *testing.T) {
 			waitFor(t, 20*time.Second, "a stall to be detected", func() bool { return b.Stats().Stalls > 0 })
 			px.setFrozen(false)
 			checkDelivery(t, o, 100)
-			if s := b.Stats(); s.Reconnects == 0 {
-				t.Errorf("no reconnect after the stall")
-			}
+			// The window (default 1024) may have sent all 100 before the
+			// stall: delivery does not wait for the reconnect.
+			waitFor(t, 20*time.Second, "a reconnect after the stall", func() bool { return b.Stats().Reconnects > 0 })
 		})
 	}
 }
@@ -220,6 +222,7 @@ func TestQoS2SessionSurvivesRestart(t *testing.T) {
 	cfg := testConfig("mqtt://" + px.addr())
 	cfg.Forward[0].QoS = 2
 	cfg.StallTimeout = time.Hour // the freeze must not end the first connection
+	cfg.Inflight = 32            // a full window well below the backlog
 	o := newObserver(t, up, "sites/#", 2)
 	const total = 300
 	newB := func() *Bridge {

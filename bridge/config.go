@@ -20,8 +20,11 @@ type Config struct {
 	Buffer    buffer.Config    `yaml:"buffer"`
 
 	// Inflight is the window of QoS 1/2 messages sent upstream but not yet
-	// acknowledged (PUBACK/PUBCOMP). Default 32. The effective window is
-	// min(Inflight, the upstream's Receive Maximum) for MQTT 5.
+	// acknowledged (PUBACK/PUBCOMP). Default 1024. The effective window is
+	// min(Inflight, the upstream's Receive Maximum) for MQTT 5 (mosquitto
+	// announces its max_inflight_messages, 20 by default), and the
+	// messages in flight never hold more than 4 MiB of topics and payloads
+	// (at least one message is always sent).
 	Inflight int `yaml:"inflight"`
 	// ReplayRate paces the drain of the buffer (backlog and live messages
 	// alike, since both leave through the same FIFO cursor). Zero fields
@@ -128,7 +131,7 @@ func (e *FieldError) Error() string     { return e.Path + ": " + e.Msg }
 func (e *FieldError) FieldPath() string { return e.Path }
 
 const (
-	defaultInflight       = 32
+	defaultInflight       = 1024
 	defaultStallTimeout   = 30 * time.Second
 	defaultStatusInterval = time.Minute
 )

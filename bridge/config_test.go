@@ -26,7 +26,7 @@ func TestConfigDefaults(t *testing.T) {
 	if d := cmp.Diff(want, c.Upstream); d != "" {
 		t.Errorf("upstream defaults (-want +got):\n%s", d)
 	}
-	if c.Inflight != 32 || c.StallTimeout != 30*time.Second || c.StatusInterval != time.Minute || c.Forward[0].QoS != 1 {
+	if c.Inflight != 1024 || c.StallTimeout != 30*time.Second || c.StatusInterval != time.Minute || c.Forward[0].QoS != 1 {
 		t.Errorf("inflight=%d stall=%v status=%v qos=%d", c.Inflight, c.StallTimeout, c.StatusInterval, c.Forward[0].QoS)
 	}
 	if c.Buffer.WhenFull != buffer.DropOldest {

@@ -29,8 +29,9 @@
 // order. Live messages are appended behind any backlog, so while a backlog
 // drains new messages wait their turn: the upstream sees every route's
 // messages — in fact all buffered messages — in the order the gateway
-// accepted them (G3). Up to `inflight` messages (default 32, never more
-// than the upstream's Receive Maximum) are published before their
+// accepted them (G3). Up to `inflight` messages (default 1024, never more
+// than the upstream's Receive Maximum, at most 4 MiB of topics and
+// payloads) are published before their
 // acknowledgements arrive; the packets leave in cursor order over one
 // connection, so the upstream receives them in order. A record is acked in
 // the buffer only after its PUBACK (QoS 1) or PUBCOMP (QoS 2). replay_rate

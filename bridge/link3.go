@@ -17,14 +17,16 @@ import (
 // the buffer by the next one.
 type link3 struct {
 	c        mqtt.Client
-	conn     net.Conn
+	conn     net.Conn // the raw connection (abort closes it)
+	wb       *writeBuffer
 	lostCh   chan struct{}
 	lostOnce sync.Once
 	onMsg    func(Message)
 }
 
 func connect3(ctx context.Context, conn net.Conn, p connectParams, timeout time.Duration) (*link3, error) {
-	l := &link3{conn: conn, lostCh: make(chan struct{}), onMsg: p.onMessage}
+	wb := newWriteBuffer(conn)
+	l := &link3{conn: conn, wb: wb, lostCh: make(chan struct{}), onMsg: p.onMessage}
 	opts := mqtt.NewClientOptions()
 	// The broker URL only drives paho's bookkeeping: the connection itself
 	// is the one already dialled (TCP, TLS or websocket) and handed over.
@@ -32,7 +34,7 @@ func connect3(ctx context.Context, conn net.Conn, p connectParams, timeout time.
 	var once sync.Once
 	opts.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
 		var c net.Conn
-		once.Do(func() { c = noWriteDeadline{conn} })
+		once.Do(func() { c = noWriteDeadline{wb} })
 		if c == nil {
 			return nil, errors.New("connection already used")
 		}
@@ -71,10 +73,12 @@ func connect3(ctx context.Context, conn net.Conn, p connectParams, timeout time.
 		_ = conn.Close()
 		<-tok.Done()
 		l.c.Disconnect(0)
+		_ = wb.Close()
 		return nil, fmt.Errorf("connect: %w", ctx.Err())
 	}
 	if err := tok.Error(); err != nil {
 		_ = conn.Close()
+		_ = wb.Close()
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	return l, nil
@@ -133,7 +137,8 @@ func (l *link3) lost() <-chan struct{} { return l.lostCh }
 
 func (l *link3) close(graceful bool) {
 	if graceful {
-		_ = l.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		// paho closes the writeBuffer after writing the DISCONNECT, which
+		// flushes everything before it within flushTimeout.
 		l.c.Disconnect(250)
 	} else {
 		_ = l.conn.Close()
@@ -141,7 +146,7 @@ func (l *link3) close(graceful bool) {
 		// waits for its workers either way.
 		l.c.Disconnect(0)
 	}
-	_ = l.conn.Close()
+	_ = l.wb.Close() // flushes (bounded), closes, waits for the writer goroutine
 	l.markLost()
 }
 

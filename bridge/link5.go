@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho/session"
 	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/eclipse/paho.golang/paho/store/file"
+	"github.com/eclipse/paho.golang/paho/store/memory"
 )
 
 // link is one established upstream connection (MQTT 5 or 3.1.1).
@@ -49,7 +50,7 @@ type session5 struct {
 
 	addMu   sync.Mutex // serialises AddToSession when store is set
 	mu      sync.Mutex
-	pending map[uint16]*flight
+	pending []*flight // by packet identifier (a map costs more with this churn)
 }
 
 type flightKey struct{}
@@ -57,9 +58,11 @@ type flightKey struct{}
 // newSession5 returns a session kept in memory (dir == "") or persisted
 // under dir.
 func newSession5(dir string) (*session5, error) {
-	s := &session5{pending: make(map[uint16]*flight)}
+	s := &session5{pending: make([]*flight, 1<<16)}
 	if dir == "" {
-		s.State = state.NewInMemory()
+		// Our store in memory: it keeps packets without encoding them.
+		cs := &sessionStore{entries: make(map[uint16]storeEntry)}
+		s.State = state.New(cs, memory.New())
 		return s, nil
 	}
 	cs, err := openSessionStore(filepath.Join(dir, "client"))
@@ -103,7 +106,7 @@ func (s *session5) PacketReceived(recv *packets.ControlPacket, pubChan chan<- *p
 	take := func(id uint16) {
 		s.mu.Lock()
 		f = s.pending[id]
-		delete(s.pending, id)
+		s.pending[id] = nil
 		s.mu.Unlock()
 	}
 	switch p := recv.Content.(type) {
@@ -225,19 +228,22 @@ func reasonString(ca *paho.Connack) string {
 
 func (l *link5) publish(ctx context.Context, m *Message, seq uint64) (*flight, error) {
 	p := &paho.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, Payload: m.Payload}
-	props := &paho.PublishProperties{
-		ContentType:     m.ContentType,
-		ResponseTopic:   m.ResponseTopic,
-		CorrelationData: m.CorrelationData,
+	if m.ContentType != "" || m.ResponseTopic != "" || m.CorrelationData != nil || m.MessageExpiry > 0 || len(m.UserProperties) > 0 {
+		// Without properties none are allocated (most messages).
+		props := &paho.PublishProperties{
+			ContentType:     m.ContentType,
+			ResponseTopic:   m.ResponseTopic,
+			CorrelationData: m.CorrelationData,
+		}
+		if m.MessageExpiry > 0 {
+			e := m.MessageExpiry
+			props.MessageExpiry = &e
+		}
+		for _, up := range m.UserProperties {
+			props.User.Add(up.Key, up.Value)
+		}
+		p.Properties = props
 	}
-	if m.MessageExpiry > 0 {
-		e := m.MessageExpiry
-		props.MessageExpiry = &e
-	}
-	for _, up := range m.UserProperties {
-		props.User.Add(up.Key, up.Value)
-	}
-	p.Properties = props
 	f := newFlight()
 	f.seq = seq
 	if m.QoS == 0 {

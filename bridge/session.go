@@ -26,8 +26,11 @@ import (
 //
 // File format: "FGS1", put order (uint64 BE), buffer seq (uint64 BE), the
 // MQTT packet. A file that does not parse is renamed *.corrupt.
+//
+// With dir == "" every packet is kept in memory (a session that lasts as
+// long as the process).
 type sessionStore struct {
-	dir string
+	dir string // "": nothing is written
 
 	mu      sync.Mutex
 	order   uint64
@@ -38,7 +41,10 @@ type sessionStore struct {
 type storeEntry struct {
 	order, seq uint64
 	durable    bool
-	mem        []byte // packet, for in-memory (QoS 1) entries
+	// pkt is the packet of an in-memory (QoS 1) entry, encoded only if Get
+	// asks for it (a resumed session): the packet is never changed once
+	// put, and encoding every one would cost as much as sending it.
+	pkt io.WriterTo
 }
 
 const (
@@ -89,13 +95,6 @@ func (s *sessionStore) path(id uint16) string {
 // Put stores a PUBLISH or PUBREL (the PUBREL keeps the PUBLISH's seq and
 // place in the order).
 func (s *sessionStore) Put(id uint16, typ byte, w io.WriterTo) error {
-	var buf bytes.Buffer
-	buf.Grow(storeHeader + 64)
-	buf.WriteString(storeMagic)
-	buf.Write(make([]byte, 16))
-	if _, err := w.WriteTo(&buf); err != nil {
-		return fmt.Errorf("session store: encode packet %d: %w", id, err)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, exists := s.entries[id]
@@ -112,20 +111,39 @@ func (s *sessionStore) Put(id uint16, typ byte, w io.WriterTo) error {
 	case typ == packets.PUBREL:
 		e.durable = true
 	}
-	data := buf.Bytes()
-	binary.BigEndian.PutUint64(data[4:], e.order)
-	binary.BigEndian.PutUint64(data[12:], e.seq)
+	if s.dir == "" {
+		e.durable = false
+	}
 	if !e.durable {
-		e.mem = data
+		e.pkt = w
 		s.entries[id] = e
 		return nil
 	}
-	e.mem = nil
+	e.pkt = nil
+	data, err := encodeEntry(e, w)
+	if err != nil {
+		return fmt.Errorf("session store: encode packet %d: %w", id, err)
+	}
 	if err := writeFileSync(s.path(id), data); err != nil {
 		return fmt.Errorf("session store: %w", err)
 	}
 	s.entries[id] = e
 	return nil
+}
+
+// encodeEntry returns the file contents of e holding packet w.
+func encodeEntry(e storeEntry, w io.WriterTo) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(storeHeader + 64)
+	buf.WriteString(storeMagic)
+	var hdr [16]byte
+	binary.BigEndian.PutUint64(hdr[:8], e.order)
+	binary.BigEndian.PutUint64(hdr[8:], e.seq)
+	buf.Write(hdr[:])
+	if _, err := w.WriteTo(&buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 func writeFileSync(path string, data []byte) error {
@@ -155,12 +173,15 @@ func (s *sessionStore) Get(id uint16) (io.ReadCloser, error) {
 	if !ok {
 		return nil, fmt.Errorf("session store: packet %d not found", id)
 	}
-	data := e.mem
+	var data []byte
+	var err error
 	if e.durable {
-		var err error
-		if data, err = os.ReadFile(s.path(id)); err != nil {
-			return nil, fmt.Errorf("session store: %w", err)
-		}
+		data, err = os.ReadFile(s.path(id))
+	} else {
+		data, err = encodeEntry(e, e.pkt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("session store: packet %d: %w", id, err)
 	}
 	if len(data) < storeHeader || string(data[:4]) != storeMagic {
 		return nil, fmt.Errorf("session store: packet %d: bad header", id)
@@ -231,6 +252,9 @@ func (s *sessionStore) Reset() error {
 		}
 	}
 	clear(s.entries)
+	if s.dir == "" {
+		return errors.Join(errs...)
+	}
 	if err := os.Remove(filepath.Join(s.dir, retryMarker)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}

@@ -101,3 +101,43 @@ func TestSessionStore(t *testing.T) {
 		t.Error("Get after Reset succeeded")
 	}
 }
+
+// Without a directory the store keeps every packet in memory, QoS 2 and
+// PUBREL included, writes no file (not even in the working directory) and
+// returns each packet as it was put.
+func TestSessionStoreInMemory(t *testing.T) {
+	t.Chdir(t.TempDir())
+	s := &sessionStore{entries: make(map[uint16]storeEntry)}
+	s.setNext(100)
+	if err := s.Put(1, packets.PUBLISH, &packets.Publish{PacketID: 1, QoS: 1, Topic: "a", Payload: []byte("one")}); err != nil {
+		t.Fatal(err)
+	}
+	s.setNext(101)
+	if err := s.Put(2, packets.PUBLISH, &packets.Publish{PacketID: 2, QoS: 2, Topic: "b", Payload: []byte("two")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(2, packets.PUBREL, &packets.Pubrel{PacketID: 2}); err != nil {
+		t.Fatal(err)
+	}
+	p := readPacket(t, s, 1)
+	pub, ok := p.Content.(*packets.Publish)
+	if !ok || pub.Topic != "a" || string(pub.Payload) != "one" || pub.QoS != 1 || pub.PacketID != 1 {
+		t.Errorf("packet 1 = %+v", p.Content)
+	}
+	if p := readPacket(t, s, 2); p.Type != packets.PUBREL {
+		t.Errorf("packet 2 has type %d, want PUBREL", p.Type)
+	}
+	ids, _ := s.List()
+	if d := cmp.Diff([]uint16{1, 2}, ids); d != "" {
+		t.Errorf("List (-want +got):\n%s", d)
+	}
+	if ids, _ := s.restored(); len(ids) != 0 {
+		t.Errorf("restored() = %v, want nothing durable", ids)
+	}
+	if err := s.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if des, _ := os.ReadDir("."); len(des) != 0 {
+		t.Errorf("files written: %v", des)
+	}
+}

@@ -28,7 +28,7 @@ type Stats struct {
 
 	Ingested    uint64  // records appended (one per matching forward route)
 	Rejected    uint64  // Ingest calls refused because the buffer was full (reject policy)
-	Forwarded   uint64  // records acknowledged by the upstream (PUBACK/PUBCOMP) and acked in the buffer
+	Forwarded   uint64  // records acknowledged by the upstream (PUBACK/PUBCOMP); acked in the buffer in batches, within 50ms
 	Resent      uint64  // records sent again after a reconnect (possible duplicates upstream)
 	LiveQoS0    uint64  // unbuffered QoS 0 messages handed to the upstream
 	Received    uint64  // messages from subscribe routes published locally

@@ -1,16 +1,24 @@
 package bridge
 
 import (
+	"bufio"
 	"net"
 	"sync"
 	"time"
 )
 
-// writeBuffer coalesces paho.golang's writes (two or more per packet, one
-// syscall each) into few large writes: Write appends to a buffer and one
-// goroutine, owned by the writeBuffer, writes it to the connection. The
-// embedded Mutex is the lock paho holds around each whole packet
-// (packets.ControlPacket.WriteTo), which keeps packets contiguous.
+// writeBuffer coalesces the MQTT clients' writes (paho.golang makes two or
+// more per packet, paho.mqtt.golang one; one syscall each) into few large
+// writes: Write appends to a buffer and one goroutine, owned by the
+// writeBuffer, writes it to the connection. The embedded Mutex is the lock
+// paho.golang holds around each whole packet (packets.ControlPacket.WriteTo),
+// which keeps packets contiguous; paho.mqtt.golang writes each packet with
+// one Write.
+//
+// Reads are buffered too: both clients read a packet with several small
+// reads (type byte, length bytes one by one, body), a syscall each without
+// the buffer. Read must be called from one goroutine at a time (each client
+// has a single reader).
 //
 // A write error closes the connection (the reader then sees the loss) and
 // is returned by later Writes. Close flushes what is buffered, bounded by
@@ -19,6 +27,7 @@ import (
 type writeBuffer struct {
 	net.Conn
 	sync.Mutex // packet lock, see above
+	r          *bufio.Reader
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -31,11 +40,12 @@ type writeBuffer struct {
 
 const (
 	maxBuffered  = 256 << 10 // Write waits while this much is pending
+	readBuffer   = 32 << 10
 	flushTimeout = 2 * time.Second
 )
 
 func newWriteBuffer(c net.Conn) *writeBuffer {
-	w := &writeBuffer{Conn: c}
+	w := &writeBuffer{Conn: c, r: bufio.NewReaderSize(c, readBuffer)}
 	w.cond = sync.NewCond(&w.mu)
 	w.wg.Go(w.run)
 	return w
@@ -57,6 +67,9 @@ func (w *writeBuffer) Write(p []byte) (int, error) {
 	w.cond.Broadcast()
 	return len(p), nil
 }
+
+// Read reads from the connection through the read buffer.
+func (w *writeBuffer) Read(p []byte) (int, error) { return w.r.Read(p) }
 
 func (w *writeBuffer) run() {
 	for {

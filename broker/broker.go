@@ -26,6 +26,10 @@
 //     subscriptions made since the broker started.
 //   - limits.max_keepalive is announced to MQTT 5 clients only; MQTT 3.1.1
 //     has no way to tell a client, so its requested keepalive stands.
+//   - A client that goes silent is disconnected up to 250 ms after its 1.5 ×
+//     keepalive has run out, and the acknowledgements (PUBACK, PUBREC, PUBREL,
+//     PUBCOMP) for packets that arrived together are written together, at
+//     most 1 ms late (see batchConn): one write per batch, not per message.
 package broker
 
 import (
@@ -103,7 +107,12 @@ type Options struct {
 	// Ingress, when not nil, is called for every publish — from network
 	// clients, in-process Publish, and will messages — after the ACL check
 	// and before the publisher is acknowledged or anything is delivered. It
-	// blocks until the message is durable and may be called concurrently.
+	// queues the message for storage; the broker waits for the returned
+	// Stored (the message is durable) before it acknowledges and delivers.
+	// It may be called concurrently; for one network client it is called
+	// from one goroutine in the order of the client's publishes, and must
+	// store them in that order. Outcomes (an error from Ingress or from
+	// Stored.Err):
 	//
 	//   - nil: the message is acknowledged and delivered normally.
 	//   - ErrQuotaExceeded: MQTT 5 QoS 1/2 publishers get PUBACK/PUBREC with
@@ -119,10 +128,12 @@ type Options struct {
 	//     error is logged); a delayed will is handed to Ingress when its
 	//     client disconnects, even if a reconnect later cancels it.
 	//
-	// Because Ingress runs in the reading goroutine of the publishing client,
-	// one client's publishes are serialised behind it, while different
-	// clients overlap (and can share one group commit).
-	Ingress func(m *Message) error
+	// A network client's reading goroutine does not wait for the disk: it
+	// goes on reading while earlier messages are being stored (up to
+	// limits.receive_maximum of them), so one client's publishes in flight
+	// share group commits; acknowledgements and deliveries keep the client's
+	// order (see ingressLine).
+	Ingress IngressFunc
 }
 
 // Stats is a snapshot of broker counters; "total" fields are monotonic over
@@ -155,7 +166,8 @@ type Broker struct {
 	cfg     Config
 	log     *slog.Logger
 	dataDir string
-	ingress func(*Message) error
+	ingress IngressFunc
+	lines   sync.Map // *mqtt.Client → *ingressLine
 	auth    atomic.Pointer[authPlan]
 	ready   chan struct{}
 
@@ -176,6 +188,7 @@ type Broker struct {
 	pubs    int
 	running bool
 
+	rooms   roomCache
 	flows   sync.Map // *mqtt.Client → *flow, for connected network clients
 	resends sync.Map // *mqtt.Client → *resendPlan, while a session is resumed
 	conns   sync.Map // net.Conn → *mqtt.Client, to drop the two maps' entries
@@ -298,8 +311,9 @@ func (b *Broker) Run(ctx context.Context) error {
 
 	for _, l := range ls {
 		l.start(func(id string, c net.Conn) error {
-			defer b.connDone(c)
-			return srv.EstablishConnection(id, c)
+			bc := newBatchConn(c)
+			defer b.connDone(bc)
+			return srv.EstablishConnection(id, bc)
 		})
 		b.log.Info("listening", "type", l.kind, "address", l.ln.Addr().String())
 	}
@@ -326,6 +340,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	for _, l := range ls {
 		l.closeConns()
 	}
+	watch.closing.Store(true)
 	_ = srv.Close() // stops hooks: closes the store
 	<-watch.halted  // mochi's event loop goroutine has returned
 	b.log.Info("stopped")
@@ -337,6 +352,7 @@ func (b *Broker) Run(ctx context.Context) error {
 // CONNACK.
 func (b *Broker) connDone(c net.Conn) {
 	if cl, ok := b.conns.LoadAndDelete(c); ok {
+		b.closeLine(cl.(*mqtt.Client))
 		if f, ok := b.flows.LoadAndDelete(cl); ok {
 			f.(*flow).signal()
 		}
@@ -426,7 +442,7 @@ func (b *Broker) Publish(ctx context.Context, m Message) error {
 		b.pubMu.Unlock()
 	}()
 	if b.ingress != nil {
-		if err := b.ingress(&m); err != nil {
+		if err := b.ingestSync(&m); err != nil {
 			b.ingressRejected.Add(1)
 			return fmt.Errorf("broker publish %s: %w", m.Topic, err)
 		}
@@ -577,21 +593,24 @@ func (b *Broker) Stats() Stats {
 
 // loopWatch is the slog handler given to mochi. It lowers mochi's chatty Info
 // lines to Debug and notices when mochi's event loop goroutine (started by
-// Serve and not waited for by Close) has returned, from its last log line.
+// Serve and not waited for by Close) has returned, from its last log line (a
+// Debug line, let through once closing is set: mochi logs a Debug line for
+// every publish the policy takes over, too costly to build for nothing).
 type loopWatch struct {
 	slog.Handler
-	halted chan struct{}
-	once   *sync.Once
+	halted  chan struct{}
+	once    *sync.Once
+	closing *atomic.Bool
 }
 
 const loopHaltedMsg = "system event loop halted"
 
 func newLoopWatch(h slog.Handler) *loopWatch {
-	return &loopWatch{Handler: h, halted: make(chan struct{}), once: new(sync.Once)}
+	return &loopWatch{Handler: h, halted: make(chan struct{}), once: new(sync.Once), closing: new(atomic.Bool)}
 }
 
 func (w *loopWatch) Enabled(ctx context.Context, l slog.Level) bool {
-	return l == slog.LevelDebug || w.Handler.Enabled(ctx, l)
+	return (l == slog.LevelDebug && w.closing.Load()) || w.Handler.Enabled(ctx, l)
 }
 
 func (w *loopWatch) Handle(ctx context.Context, r slog.Record) error {
@@ -608,11 +627,11 @@ func (w *loopWatch) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (w *loopWatch) WithAttrs(a []slog.Attr) slog.Handler {
-	return &loopWatch{Handler: w.Handler.WithAttrs(a), halted: w.halted, once: w.once}
+	return &loopWatch{Handler: w.Handler.WithAttrs(a), halted: w.halted, once: w.once, closing: w.closing}
 }
 
 func (w *loopWatch) WithGroup(g string) slog.Handler {
-	return &loopWatch{Handler: w.Handler.WithGroup(g), halted: w.halted, once: w.once}
+	return &loopWatch{Handler: w.Handler.WithGroup(g), halted: w.halted, once: w.once, closing: w.closing}
 }
 
 // openStore adds the persistence hook on path. A store that cannot be opened

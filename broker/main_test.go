@@ -57,7 +57,7 @@ func anonCfg() Config {
 // start runs a broker on dataDir until the test ends (or stop is called).
 func start(t testing.TB, cfg Config, dataDir string, ingress func(*Message) error) *running {
 	t.Helper()
-	b, err := New(cfg, Options{DataDir: dataDir, Logger: testLogger(t), Ingress: ingress})
+	b, err := New(cfg, Options{DataDir: dataDir, Logger: testLogger(t), Ingress: syncIngress(ingress)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

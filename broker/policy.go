@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"errors"
 	"sort"
 	"strings"
@@ -80,9 +79,11 @@ func (f *flow) waitCh() <-chan struct{} {
 
 func (h *policy) ID() string { return "fieldgate-policy" }
 
+// Provides is asked by mochi for every hook and event of every packet, so
+// it is a switch rather than a search.
 func (h *policy) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnectAuthenticate,
+	switch b {
+	case mqtt.OnConnectAuthenticate,
 		mqtt.OnACLCheck,
 		mqtt.OnConnect,
 		mqtt.OnSessionEstablish,
@@ -94,9 +95,13 @@ func (h *policy) Provides(b byte) bool {
 		mqtt.OnQosComplete,
 		mqtt.OnQosDropped,
 		mqtt.OnSelectSubscribers,
+		mqtt.OnSubscribed,
+		mqtt.OnUnsubscribed,
 		mqtt.OnWill,
-		mqtt.OnClientExpired,
-	}, []byte{b})
+		mqtt.OnClientExpired:
+		return true
+	}
+	return false
 }
 
 func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
@@ -264,6 +269,14 @@ func (h *policy) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 }
 
+// OnSubscribed and OnUnsubscribed run after mochi has changed the topic
+// index.
+func (h *policy) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	h.b.rooms.invalidate()
+}
+
+func (h *policy) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) { h.b.rooms.invalidate() }
+
 func (h *policy) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.signal(cl) }
 
 func (h *policy) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.signal(cl) }
@@ -287,12 +300,16 @@ func (h *policy) srv() *mqtt.Server { return h.b.srv.Load() }
 // delivered: Ingress for network clients (in-process Publish calls Ingress
 // itself), then back-pressure.
 func (h *policy) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if !cl.Net.Inline && h.b.ingress != nil {
-		m := messageFrom(pk)
-		m.Origin = cl.ID
-		m.Username = string(cl.Properties.Username)
-		if err := h.b.ingress(&m); err != nil {
+	switch {
+	case isIngested(&pk):
+		pk.Filters = nil // handed back by the client's ingress line: stored already
+	case !cl.Net.Inline && h.b.ingress != nil:
+		queued, err := h.b.ingestNetwork(cl, pk)
+		if err != nil {
 			return pk, h.reject(cl, pk, err)
+		}
+		if queued {
+			return pk, packets.ErrRejectPacket // the line acknowledges and delivers it
 		}
 	}
 	if pk.FixedHeader.Qos > 0 {
@@ -337,49 +354,60 @@ func (h *policy) reject(cl *mqtt.Client, pk packets.Packet, err error) error {
 }
 
 // waitForRoom blocks until every connected subscriber that will receive a
-// QoS 1/2 message on topic has room in flight (see policy).
+// QoS 1/2 message on topic has room in flight (see policy). The subscribers
+// come from a per-topic cache (roomCache); when all have room it neither
+// allocates nor starts a timer.
 func (h *policy) waitForRoom(pub *mqtt.Client, topic string) {
 	srv := h.srv()
-	subs := srv.Topics.Subscribers(topic)
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	deadline := func() <-chan time.Time {
-		if timer == nil {
-			h.b.deliveryWaits.Add(1)
-			timer = time.NewTimer(h.b.cfg.Limits.DeliveryWait)
-		}
-		return timer.C
-	}
-	for id, sub := range subs.Subscriptions {
-		if sub.Qos == 0 {
-			continue
-		}
+	p := h.b.rooms.plan(srv, topic)
+	w := roomWait{h: h}
+	defer w.stop()
+	for _, id := range p.clients {
 		if cl, ok := srv.Clients.Get(id); ok && cl != pub {
-			if !h.waitClients(deadline, cl) {
+			if !h.waitClients(pub, &w, cl) {
 				return
 			}
 		}
 	}
-	for _, group := range subs.Shared {
-		var members []*mqtt.Client
-		for id, sub := range group {
-			if cl, ok := srv.Clients.Get(id); ok && sub.Qos > 0 && cl != pub {
+	var members []*mqtt.Client
+	for _, ids := range p.groups {
+		members = members[:0]
+		for _, id := range ids {
+			if cl, ok := srv.Clients.Get(id); ok && cl != pub {
 				members = append(members, cl)
 			}
 		}
-		if !h.waitClients(deadline, members...) {
+		if !h.waitClients(pub, &w, members...) {
 			return
 		}
 	}
 }
 
+// roomWait is the delivery_wait deadline of one waitForRoom, started on the
+// first wait.
+type roomWait struct {
+	h     *policy
+	timer *time.Timer
+}
+
+func (w *roomWait) deadline() <-chan time.Time {
+	if w.timer == nil {
+		w.h.b.deliveryWaits.Add(1)
+		w.timer = time.NewTimer(w.h.b.cfg.Limits.DeliveryWait)
+	}
+	return w.timer.C
+}
+
+func (w *roomWait) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+}
+
 // waitClients waits until one of the clients has room (or is gone). It
-// returns false when the wait timed out or the broker is stopping.
-func (h *policy) waitClients(deadline func() <-chan time.Time, cls ...*mqtt.Client) bool {
+// returns false when the wait timed out or the broker is stopping. pub's
+// held acknowledgements are written before it blocks (see batchConn).
+func (h *policy) waitClients(pub *mqtt.Client, w *roomWait, cls ...*mqtt.Client) bool {
 	for {
 		var wake <-chan struct{}
 		for _, cl := range cls {
@@ -402,6 +430,9 @@ func (h *policy) waitClients(deadline func() <-chan time.Time, cls ...*mqtt.Clie
 		if wake == nil {
 			return true
 		}
+		if bc, ok := pub.Net.Conn.(*batchConn); ok {
+			bc.release()
+		}
 		var poll <-chan time.Time
 		var t *time.Timer
 		if len(cls) > 1 { // wake only follows the first member; poll the rest
@@ -412,7 +443,7 @@ func (h *policy) waitClients(deadline func() <-chan time.Time, cls ...*mqtt.Clie
 		select {
 		case <-wake:
 		case <-poll:
-		case <-deadline():
+		case <-w.deadline():
 			h.b.deliveryTimeouts.Add(1)
 			for _, cl := range cls {
 				if f, found := h.b.flows.Load(cl); found {
@@ -487,7 +518,7 @@ func (h *policy) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	for _, u := range will.User {
 		m.UserProperties = append(m.UserProperties, UserProperty{Key: u.Key, Value: u.Val})
 	}
-	if err := h.b.ingress(&m); err != nil {
+	if err := h.b.ingestSync(&m); err != nil {
 		h.b.ingressRejected.Add(1)
 		h.b.log.Warn("will message refused by ingress; published locally only", "client", cl.ID, "topic", will.TopicName, "error", err)
 	}

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,9 +46,10 @@ func newPersistHook() *persistHook { return &persistHook{inner: new(bolt.Hook)} 
 
 func (h *persistHook) ID() string { return "fieldgate-persist" }
 
+// Provides: see policy.Provides.
 func (h *persistHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnSessionEstablished,
+	switch b {
+	case mqtt.OnSessionEstablished,
 		mqtt.OnDisconnect,
 		mqtt.OnSubscribed,
 		mqtt.OnUnsubscribed,
@@ -63,8 +63,10 @@ func (h *persistHook) Provides(b byte) bool {
 		mqtt.StoredClients,
 		mqtt.StoredInflightMessages,
 		mqtt.StoredRetainedMessages,
-		mqtt.StoredSubscriptions,
-	}, []byte{b})
+		mqtt.StoredSubscriptions:
+		return true
+	}
+	return false
 }
 
 // Init opens the bbolt file at path (a string).

@@ -64,6 +64,47 @@ func BenchmarkAppend64(b *testing.B) {
 
 }
 
+// BenchmarkAppendAsync64 measures durable ingest the way the broker does it
+// for one client: one goroutine queues records with AppendBatchAsync and
+// keeps 64 of them in flight, waiting for the oldest before queuing more.
+//
+//	go test -run '^$' -bench AppendAsync64 -benchtime 300000x ./buffer/
+func BenchmarkAppendAsync64(b *testing.B) {
+	q, err := Open(b.TempDir(), benchConfig(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer q.Close()
+	data := [][]byte{bytes.Repeat([]byte{'x'}, benchRecord)}
+	const window = 64
+	ring := make([]*Pending, 0, window)
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if len(ring) == window {
+			if _, err := ring[0].Wait(); err != nil {
+				b.Fatal(err)
+			}
+			ring = ring[1:]
+		}
+		p, err := q.AppendBatchAsync(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ring = append(ring, p)
+	}
+	for _, p := range ring {
+		if _, err := p.Wait(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	st := q.Stats()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "appends/s")
+	b.ReportMetric(float64(st.Appended)/float64(max(st.Syncs, 1)), "records/fsync")
+}
+
 // BenchmarkDrain1M fills the queue with 1M records of 200 bytes, then
 // measures reading and acking all of them in pages of 1000.
 //

@@ -62,6 +62,9 @@ const (
 	// trimInterval is how often Run returns the pages of badger's mmap'd
 	// files to the kernel (see trimMappings).
 	trimInterval = 100 * time.Millisecond
+	// trimGrowth is how much the file pages in the RSS (badger's mappings,
+	// but also the executable's) may grow before Run trims the mappings.
+	trimGrowth = 4 << 20
 	// gcInterval is how often Run reclaims disk space.
 	gcInterval = 5 * time.Minute
 	// dropLogInterval rate-limits the "quota reached" log line.
@@ -161,7 +164,8 @@ type appendReq struct {
 	data  [][]byte
 	cost  uint64
 	state reqState
-	wake  chan struct{} // buffered 1: done or promoted
+	wake  chan struct{} // buffered 1: done or promoted (synchronous requests)
+	done  chan struct{} // closed when done (asynchronous requests; nil otherwise)
 	first uint64
 	err   error
 }
@@ -183,19 +187,9 @@ func (q *Queue) Append(ctx context.Context, data []byte) (uint64, error) {
 // which it returns, as one durable unit (see Append). The batch is accepted
 // or rejected as a whole under the Reject policy.
 func (q *Queue) AppendBatch(ctx context.Context, data [][]byte) (uint64, error) {
-	if len(data) == 0 {
-		return 0, errors.New("buffer: append: empty batch")
-	}
-	r := &appendReq{data: data, wake: make(chan struct{}, 1)}
-	for _, d := range data {
-		c := recordCost(len(d))
-		if uint64(len(d)) > maxRecordBytes || c > uint64(q.cfg.MaxBytes) {
-			return 0, fmt.Errorf("buffer: append %d bytes (quota %s): %w", len(d), q.cfg.MaxBytes, ErrTooLarge)
-		}
-		r.cost += c
-	}
-	if r.cost > uint64(q.cfg.MaxBytes) {
-		return 0, fmt.Errorf("buffer: append batch of %d bytes (quota %s): %w", r.cost, q.cfg.MaxBytes, ErrTooLarge)
+	r, err := q.newRequest(data, false)
+	if err != nil {
+		return 0, err
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("buffer: append: %w", err)
@@ -215,6 +209,68 @@ func (q *Queue) AppendBatch(ctx context.Context, data [][]byte) (uint64, error) 
 		q.lead(r)
 	}
 	return r.first, r.err
+}
+
+// Pending is a batch handed to the group commit by AppendBatchAsync.
+type Pending struct{ r *appendReq }
+
+// Done is closed when the batch's outcome is known.
+func (p *Pending) Done() <-chan struct{} { return p.r.done }
+
+// Wait blocks until the batch is committed and returns what AppendBatch
+// would have: the first sequence number, or the error.
+func (p *Pending) Wait() (uint64, error) {
+	<-p.r.done
+	return p.r.first, p.r.err
+}
+
+// AppendBatchAsync hands data to the group commit like AppendBatch but
+// returns at once; the Pending reports the outcome. Batches take sequence
+// numbers in the order of the calls that queued them (also when mixed with
+// Append), so a caller that must keep an order calls it from one goroutine
+// in that order and may wait for the outcomes later. Nothing can be taken
+// back once queued. Validation errors (ErrTooLarge, ErrClosed) are returned
+// at once.
+func (q *Queue) AppendBatchAsync(data [][]byte) (*Pending, error) {
+	r, err := q.newRequest(data, true)
+	if err != nil {
+		return nil, err
+	}
+	q.gmu.Lock()
+	if q.closing {
+		q.gmu.Unlock()
+		return nil, ErrClosed
+	}
+	q.pending = append(q.pending, r)
+	if !q.leading {
+		// Nobody commits: this request leads, in a goroutine of its own
+		// that Close waits for (it waits until leading is false).
+		q.leading = true
+		go q.lead(r)
+	}
+	q.gmu.Unlock()
+	return &Pending{r: r}, nil
+}
+
+func (q *Queue) newRequest(data [][]byte, async bool) (*appendReq, error) {
+	if len(data) == 0 {
+		return nil, errors.New("buffer: append: empty batch")
+	}
+	r := &appendReq{data: data, wake: make(chan struct{}, 1)}
+	if async {
+		r.done = make(chan struct{})
+	}
+	for _, d := range data {
+		c := recordCost(len(d))
+		if uint64(len(d)) > maxRecordBytes || c > uint64(q.cfg.MaxBytes) {
+			return nil, fmt.Errorf("buffer: append %d bytes (quota %s): %w", len(d), q.cfg.MaxBytes, ErrTooLarge)
+		}
+		r.cost += c
+	}
+	if r.cost > uint64(q.cfg.MaxBytes) {
+		return nil, fmt.Errorf("buffer: append batch of %d bytes (quota %s): %w", r.cost, q.cfg.MaxBytes, ErrTooLarge)
+	}
+	return r, nil
 }
 
 // await waits for r to be committed by a leader, or for its promotion to
@@ -276,7 +332,10 @@ func (q *Queue) lead(me *appendReq) {
 		q.gmu.Lock()
 		for _, r := range batch {
 			r.state = reqDone
-			if r != me {
+			switch {
+			case r.done != nil:
+				close(r.done)
+			case r != me:
 				r.wake <- struct{}{}
 			}
 		}
@@ -289,7 +348,11 @@ func (q *Queue) lead(me *appendReq) {
 		case me.state == reqDone:
 			next := q.pending[0]
 			next.state = reqLead
-			next.wake <- struct{}{}
+			if next.done != nil {
+				go q.lead(next) // nobody waits on an asynchronous request
+			} else {
+				next.wake <- struct{}{}
+			}
 			q.gmu.Unlock()
 			return
 		}
@@ -419,6 +482,9 @@ func (q *Queue) Read(after uint64, max int, maxBytes int) ([]Record, error) {
 	return out, nil
 }
 
+// readSlab is the size of the buffers Read copies values into.
+const readSlab = 64 << 10
+
 func (q *Queue) read(after uint64, max int, maxBytes int) ([]Record, [][]byte, error) {
 	q.life.RLock()
 	defer q.life.RUnlock()
@@ -435,10 +501,27 @@ func (q *Queue) read(after uint64, max int, maxBytes int) ([]Record, [][]byte, e
 	var out []Record
 	var corrupt [][]byte
 	size := 0
+	// The values of one page are copied into shared slabs: one allocation
+	// per readSlab bytes instead of one per record.
+	var slab, val []byte
+	copyValue := func(v []byte) error {
+		if cap(slab)-len(slab) < len(v) {
+			c := readSlab
+			if len(v) > c {
+				c = len(v)
+			}
+			slab = make([]byte, 0, c)
+		}
+		n := len(slab)
+		slab = append(slab, v...)
+		val = slab[n:len(slab):len(slab)]
+		return nil
+	}
 	err := q.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte{recordPrefix}
-		opts.PrefetchSize = min(max, 64)
+		// No value prefetching: badger would start a goroutine per record
+		// to copy a value that is read once, right away. Values up to the
+		// value threshold are read straight from the mmap'd tables.
+		opts := badger.IteratorOptions{Prefix: []byte{recordPrefix}}
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		for it.Seek(seekKey(start)); it.Valid(); it.Next() {
@@ -450,8 +533,9 @@ func (q *Queue) read(after uint64, max int, maxBytes int) ([]Record, [][]byte, e
 			if kerr == nil && q.isAcked(seq) {
 				continue
 			}
-			v, err := item.ValueCopy(nil)
-			rec, derr := decodeRecord(item.Key(), v)
+			val = nil
+			err := item.Value(copyValue)
+			rec, derr := decodeRecord(item.Key(), val)
 			if err == nil {
 				err = derr
 			}

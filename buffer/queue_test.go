@@ -799,3 +799,119 @@ func (l *syncLog) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestAppendBatchAsync: asynchronous appends take sequence numbers in the
+// order they were queued, also when mixed with synchronous appends from
+// other goroutines; their outcomes arrive through Pending; they survive a
+// reopen; Close commits what was queued; validation errors come at once and
+// a full queue reports ErrFull through Wait.
+func TestAppendBatchAsync(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir, testConfig())
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 { // synchronous appenders competing for the same commits
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := q.Append(context.Background(), []byte(fmt.Sprintf("sync-%d-%d", g, i))); err != nil {
+					t.Errorf("Append: %v", err)
+					return
+				}
+			}
+		})
+	}
+	const n = 3000
+	pend := make([]*Pending, n)
+	for i := range n {
+		p, err := q.AppendBatchAsync([][]byte{payload(i)})
+		if err != nil {
+			t.Fatalf("AppendBatchAsync %d: %v", i, err)
+		}
+		pend[i] = p
+	}
+	var last uint64
+	for i, p := range pend {
+		seq, err := p.Wait()
+		if err != nil {
+			t.Fatalf("Wait %d: %v", i, err)
+		}
+		if seq <= last {
+			t.Fatalf("record %d got seq %d after %d: order of queuing not kept", i, seq, last)
+		}
+		last = seq
+		select {
+		case <-p.Done():
+		default:
+			t.Fatal("Done not closed after Wait returned")
+		}
+	}
+	close(stop)
+	wg.Wait()
+
+	// Queued but not waited for: Close commits them.
+	var tail []*Pending
+	for i := n; i < n+50; i++ {
+		p, err := q.AppendBatchAsync([][]byte{payload(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tail = append(tail, p)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range tail {
+		if _, err := p.Wait(); err != nil {
+			t.Fatalf("tail %d: %v", i, err)
+		}
+	}
+	if _, err := q.AppendBatchAsync([][]byte{[]byte("late")}); !errors.Is(err, ErrClosed) {
+		t.Errorf("after Close: %v; want ErrClosed", err)
+	}
+
+	q = openTest(t, dir, testConfig())
+	var got []string
+	for _, r := range readAll(t, q, 0) {
+		if !bytes.HasPrefix(r.Data, []byte("sync-")) {
+			got = append(got, string(r.Data))
+		}
+	}
+	var want []string
+	for i := range n + 50 {
+		want = append(want, string(payload(i)))
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("asynchronous records after reopen (-want +got):\n%s", diff)
+	}
+
+	if _, err := q.AppendBatchAsync(nil); err == nil {
+		t.Error("empty batch accepted")
+	}
+	if _, err := q.AppendBatchAsync([][]byte{make([]byte, maxRecordBytes+1)}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("oversized record: %v; want ErrTooLarge", err)
+	}
+
+	cfg := testConfig()
+	cfg.MaxBytes = 64 * KiB
+	cfg.WhenFull = Reject
+	full := openTest(t, t.TempDir(), cfg)
+	rec := bytes.Repeat([]byte{'x'}, 1000)
+	var errs []error
+	for range 80 {
+		p, err := full.AppendBatchAsync([][]byte{rec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = p.Wait()
+		errs = append(errs, err)
+	}
+	if !errors.Is(errs[len(errs)-1], ErrFull) || errs[0] != nil {
+		t.Errorf("outcomes over a 64 KiB quota: first %v, last %v; want nil then ErrFull", errs[0], errs[len(errs)-1])
+	}
+}

@@ -20,8 +20,10 @@ import (
 //   - every 5 minutes, returns disk space: when the queue is empty, it drops
 //     all record keys at once (badger DropPrefix); otherwise it runs value-log
 //     GC;
-//   - every 100ms (Linux), returns the pages of badger's mmap'd files to the
-//     kernel (MADV_PAGEOUT), which keeps them out of the process's RSS.
+//   - every 100ms (Linux), when the file pages in the process's RSS grew
+//     by 4 MiB since the last time, returns the pages of badger's mmap'd
+//     files to the kernel (MADV_PAGEOUT), which keeps them out of the
+//     process's RSS.
 //
 // Run starts no goroutine; it runs in the caller's. Call it at most once.
 func (q *Queue) Run(ctx context.Context) error {
@@ -37,13 +39,20 @@ func (q *Queue) Run(ctx context.Context) error {
 	trim := time.NewTicker(trimInterval)
 	defer trim.Stop()
 	var lastExpiry, lastGC time.Time
+	var trimmed int64 // file pages in the RSS after the last trim
 	lastGC = time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-trim.C:
-			trimMappings(q.dir)
+			// Paging out costs syscalls, and page faults when the pages
+			// are read again: only once the file pages in the RSS grew
+			// by trimGrowth since the last trim.
+			if n, ok := fileRSS(); !ok || n > trimmed+trimGrowth {
+				trimMappings(q.dir)
+				trimmed, _ = fileRSS()
+			}
 		case now := <-tick.C:
 			q.maintain()
 			if q.cfg.MaxAge > 0 && now.Sub(lastExpiry) >= expiryEvery {

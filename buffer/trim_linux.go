@@ -11,6 +11,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// fileRSS returns how much of the process's resident memory is file
+// pages (the "shared" field of /proc/self/statm: mapped files, badger's
+// included), or false when it cannot tell.
+func fileRSS() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return 0, false
+	}
+	pages, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return pages * int64(os.Getpagesize()), true
+}
+
 // trimMappings asks the kernel to reclaim the pages of badger's mmap'd
 // tables, value logs and memtable logs (MADV_PAGEOUT, Linux 5.4+). Badger
 // reads and writes these files only through mmap, so every page it ever

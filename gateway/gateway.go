@@ -149,7 +149,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	b, err := broker.New(cfg.Broker, broker.Options{
 		DataDir: dataDir,
 		Logger:  g.log,
-		Ingress: func(m *broker.Message) error { return g.ingress(br, m) },
+		Ingress: func(m *broker.Message) (broker.Stored, error) { return g.ingress(br, m) },
 	})
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
@@ -316,12 +316,29 @@ func (g *Gateway) newDevices(cfg *Config, b *broker.Broker) (*devices.Set, error
 }
 
 // ingress is the broker's store-and-forward hook: every local publish passes
-// here before its publisher is acknowledged (G1).
-func (g *Gateway) ingress(br *bridge.Bridge, m *broker.Message) error {
+// here before its publisher is acknowledged (G1). It queues the message for
+// the next group commit; the broker acknowledges once it is durable.
+func (g *Gateway) ingress(br *bridge.Bridge, m *broker.Message) (broker.Stored, error) {
 	if br == nil {
-		return nil
+		return nil, nil
 	}
-	err := br.Ingest(context.Background(), toBridge(m))
+	in, err := br.IngestAsync(toBridge(m))
+	if err != nil {
+		return nil, ingressErr(err)
+	}
+	if in == nil {
+		return nil, nil
+	}
+	return stored{in}, nil
+}
+
+// stored adapts a bridge.Ingestion to the broker, mapping its error.
+type stored struct{ *bridge.Ingestion }
+
+func (s stored) Err() error { return ingressErr(s.Ingestion.Err()) }
+
+// ingressErr maps a full buffer or disk to the broker's quota error.
+func ingressErr(err error) error {
 	if errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrDiskFull) {
 		return broker.ErrQuotaExceeded // MQTT 5: 0x97; 3.1.1: closed without an ack
 	}

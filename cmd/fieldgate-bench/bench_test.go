@@ -202,11 +202,18 @@ func TestWireLimit(t *testing.T) {
 
 func TestPooledSlope(t *testing.T) {
 	const h = 3600.0
-	flat := []rssSample{{0, 0, 10 << 20, 0}, {h, 0, 10 << 20, 0}, {0.5 * h, 0, 30 << 20, 1}, {1.5 * h, 0, 30 << 20, 1}}
-	if got := pooledSlope(flat); got != 0 {
-		t.Errorf("restarts at a different level are not growth: slope %v", got)
+	// The live heap is what is judged; VmRSS and RssAnon swing freely.
+	flat := []rssSample{
+		{At: 0, RSS: 40 << 20, Anon: 20 << 20, Live: 10 << 20, Gen: 0}, {At: h, RSS: 70 << 20, Anon: 50 << 20, Live: 10 << 20, Gen: 0},
+		{At: 0.5 * h, RSS: 40 << 20, Anon: 30 << 20, Live: 30 << 20, Gen: 1}, {At: 1.5 * h, RSS: 90 << 20, Anon: 60 << 20, Live: 30 << 20, Gen: 1},
 	}
-	growing := []rssSample{{0, 0, 10 << 20, 0}, {h, 0, 14 << 20, 0}, {2 * h, 0, 5 << 20, 1}, {3 * h, 0, 9 << 20, 1}}
+	if got := pooledSlope(flat); got != 0 {
+		t.Errorf("restarts at a different level and mapped pages are not growth: slope %v", got)
+	}
+	growing := []rssSample{
+		{At: 0, Live: 10 << 20, Gen: 0}, {At: h, Live: 14 << 20, Gen: 0},
+		{At: 2 * h, Live: 5 << 20, Gen: 1}, {At: 3 * h, Live: 9 << 20, Gen: 1},
+	}
 	if got := pooledSlope(growing); math.Abs(got-4) > 1e-9 {
 		t.Errorf("slope %v MB/h, want 4", got)
 	}

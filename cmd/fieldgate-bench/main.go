@@ -130,7 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.soakDuration, "soak-duration", 30*time.Minute, "length of the soak (at most 24h)")
 	fs.DurationVar(&o.soakKill, "soak-kill-every", 0, "kill -9 the gateway this often (default duration/6, at least 20s)")
 	fs.DurationVar(&o.soakFlap, "soak-flap-every", 0, "cut or restore the upstream link this often (default duration/15, at least 5s)")
-	fs.DurationVar(&o.soakSample, "soak-sample-every", time.Minute, "RSS sampling period")
+	fs.DurationVar(&o.soakSample, "soak-sample-every", 10*time.Second, "memory sampling period")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

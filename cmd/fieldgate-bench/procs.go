@@ -237,6 +237,27 @@ func procMem(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, nil
 }
 
+// procAnon returns RssAnon in bytes: the process's anonymous memory (heap,
+// stacks), without the file pages of the store it has mapped, which come
+// and go with the backlog and belong to the page cache.
+func procAnon(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read memory of pid %d: %w", pid, err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			f := strings.Fields(v)
+			n, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("pid %d: parse RssAnon: %w", pid, err)
+			}
+			return n << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("pid %d: no RssAnon in /proc status", pid)
+}
+
 // rssSampler records the peak VmRSS of a pid while running.
 type rssSampler struct {
 	stop chan struct{}

@@ -188,6 +188,8 @@ func printTable(w io.Writer, rep *report) {
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", true)
 		case r.Scenario == "ingest":
 			row("acked msg/s", func(x *result) (float64, bool) { return x.Rate, true }, "%.0f", false)
+			row("fsync ms (data dir)", func(x *result) (float64, bool) { v, ok := x.Extra["fsync_ms"]; return v, ok }, "%.2f", false)
+			row("64 / fsync msg/s", func(x *result) (float64, bool) { v, ok := x.Extra["fsync_bound_per_s"]; return v, ok }, "%.0f", false)
 			row(mCPU, always(func(x *result) float64 { return 1e6 * x.CPUPerMsg }), "%.2f", false)
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", false)
 		case r.Scenario == "drain":

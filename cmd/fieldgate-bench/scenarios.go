@@ -308,6 +308,13 @@ func peakRSS(b *broker, rs *rssSampler) int64 {
 // ingest measures acknowledged publishes/s with no subscriber.
 func ingest(ctx context.Context, b *broker, s loadSpec) result {
 	r := result{Scenario: "ingest", Target: b.kind, Publishers: s.pubs, QoS: int(s.qos), Window: s.window}
+	if b.kind == "gateway" {
+		// Every acknowledgement waits for an fsync, and with 64 in flight
+		// at most 64 messages share one: 64 / fsync latency bounds the rate.
+		if lat, err := fsyncLatency(b.dir); err == nil {
+			r.Extra = map[string]float64{"fsync_ms": 1e3 * lat.Seconds(), "fsync_bound_per_s": ingestInflight / lat.Seconds()}
+		}
+	}
 	cpu0, err := b.cpuSeconds()
 	if err != nil {
 		r.Error = err.Error()
@@ -339,6 +346,31 @@ func ingest(ctx context.Context, b *broker, s loadSpec) result {
 		r.Note = "no persistence: not durable, for reference only"
 	}
 	return r
+}
+
+// fsyncLatency is the median time to append 64 records' worth of bytes to a
+// file in dir and fsync it (the disk's part of one group commit).
+func fsyncLatency(dir string) (time.Duration, error) {
+	f, err := os.CreateTemp(dir, "fsync-probe-*")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, ingestInflight*256)
+	lat := make([]time.Duration, 200)
+	for i := range lat {
+		t0 := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return 0, err
+		}
+		if err := f.Sync(); err != nil {
+			return 0, err
+		}
+		lat[i] = time.Since(t0)
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], nil
 }
 
 // metricValue finds name (or, failing that, the first metric containing

@@ -1,0 +1,78 @@
+package broker
+
+import (
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+)
+
+// roomPlan is what the delivery flow control (policy.waitForRoom) needs to
+// know about one topic: the ids of the subscribers that receive it at QoS
+// 1/2, and of the members of each shared-subscription group that do.
+type roomPlan struct {
+	clients []string
+	groups  [][]string
+}
+
+// maxRoomPlans bounds roomCache; when full it is emptied.
+const maxRoomPlans = 4096
+
+// roomCache holds a roomPlan per topic, so that a QoS 1/2 publish does not
+// walk the topic index (allocating a fresh subscriber set) a second time on
+// top of mochi's own walk for delivery. Every change of the topic index is
+// followed by invalidate (the policy's OnSubscribed and OnUnsubscribed hooks,
+// which mochi calls after changing the index), and a plan computed while the
+// index changed is never stored, so a stored plan is always that of the
+// current index. Safe for concurrent use.
+type roomCache struct {
+	mu    sync.RWMutex
+	gen   uint64
+	plans map[string]*roomPlan
+}
+
+// plan returns the plan for topic, computing it from srv's topic index when
+// it is not cached.
+func (c *roomCache) plan(srv *mqtt.Server, topic string) *roomPlan {
+	c.mu.RLock()
+	p, ok := c.plans[topic]
+	gen := c.gen
+	c.mu.RUnlock()
+	if ok {
+		return p
+	}
+	p = &roomPlan{}
+	subs := srv.Topics.Subscribers(topic)
+	for id, sub := range subs.Subscriptions {
+		if sub.Qos > 0 {
+			p.clients = append(p.clients, id)
+		}
+	}
+	for _, group := range subs.Shared {
+		var ids []string
+		for id, sub := range group {
+			if sub.Qos > 0 {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) > 0 {
+			p.groups = append(p.groups, ids)
+		}
+	}
+	c.mu.Lock()
+	if c.gen == gen {
+		if c.plans == nil || len(c.plans) >= maxRoomPlans {
+			c.plans = make(map[string]*roomPlan)
+		}
+		c.plans[topic] = p
+	}
+	c.mu.Unlock()
+	return p
+}
+
+// invalidate forgets every plan; call it after the topic index changed.
+func (c *roomCache) invalidate() {
+	c.mu.Lock()
+	c.gen++
+	c.plans = nil
+	c.mu.Unlock()
+}
