@@ -341,3 +341,17 @@ func TestMedianKeepsEveryLoss(t *testing.T) {
 		t.Errorf("one run is returned as is (-want +got):\n%s", d)
 	}
 }
+
+func TestSoakGrowthOnPeaks(t *testing.T) {
+	flat := []rssSample{{RSS: 80 << 20, Live: 25 << 20}, {RSS: 40 << 20, Live: 12 << 20}}
+	same := []rssSample{{RSS: 40 << 20, Live: 11 << 20}, {RSS: 84 << 20, Live: 29 << 20}}
+	if grew(peaks(flat), peaks(same)) {
+		t.Error("peaks within 25% judged as growth")
+	}
+	if !grew(peaks(flat), peaks([]rssSample{{RSS: 120 << 20, Live: 20 << 20}})) {
+		t.Error("VmRSS peak 50% higher not judged as growth")
+	}
+	if !grew(peaks(flat), peaks([]rssSample{{RSS: 80 << 20, Live: 40 << 20}})) {
+		t.Error("live heap peak 60% higher not judged as growth")
+	}
+}
