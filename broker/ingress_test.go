@@ -501,23 +501,9 @@ func TestDeliveryAsyncIngress(t *testing.T) {
 					close(all)
 				}
 			})
-			var wg sync.WaitGroup
-			errs := make(chan error, publishers)
-			for p := range publishers {
-				c := dialRawClient(t, addr, fmt.Sprintf("pub%d", p), 65535)
-				wg.Go(func() {
-					errs <- c.publishAll(t, fmt.Sprintf("load/%d", p), qos, perPublisher, window, func(i int) []byte {
-						return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, uint32(p)), uint32(i))
-					})
-				})
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Fatalf("publisher: %v", err)
-				}
-			}
+			publishConcurrently(t, addr, publishers, perPublisher, window, qos, func(p, i int) []byte {
+				return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, uint32(p)), uint32(i))
+			})
 			select {
 			case <-all:
 			case <-time.After(time.Minute):

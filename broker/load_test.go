@@ -173,6 +173,28 @@ func (c *rawClient) publishAll(t *testing.T, topic string, qos byte, n, window i
 	return <-done
 }
 
+// publishConcurrently runs publishers clients "pub<p>", each publishing
+// perPublisher messages payload(p, i) on load/<p> with window in flight,
+// and fails the test unless every one is acknowledged.
+func publishConcurrently(t *testing.T, addr string, publishers, perPublisher, window int, qos byte, payload func(p, i int) []byte) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, publishers)
+	for p := range publishers {
+		c := dialRawClient(t, addr, fmt.Sprintf("pub%d", p), 65535)
+		wg.Go(func() {
+			errs <- c.publishAll(t, fmt.Sprintf("load/%d", p), qos, perPublisher, window, func(i int) []byte { return payload(p, i) })
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("publisher: %v", err)
+		}
+	}
+}
+
 // TestDeliveryAllQoS is the regression test for lost QoS 1/2 messages: four
 // publishers send 10,000 messages each with 100 in flight; one subscriber
 // with Receive Maximum 100 (the case mochi's deferred sending broke) must
@@ -197,23 +219,9 @@ func TestDeliveryAllQoS(t *testing.T) {
 					close(all)
 				}
 			})
-			var wg sync.WaitGroup
-			errs := make(chan error, publishers)
-			for p := range publishers {
-				c := dialRawClient(t, addr, fmt.Sprintf("pub%d", p), 65535)
-				wg.Go(func() {
-					errs <- c.publishAll(t, fmt.Sprintf("load/%d", p), qos, perPublisher, window, func(i int) []byte {
-						return binary.BigEndian.AppendUint64(nil, uint64(p)<<32|uint64(i))
-					})
-				})
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Fatalf("publisher: %v", err)
-				}
-			}
+			publishConcurrently(t, addr, publishers, perPublisher, window, qos, func(p, i int) []byte {
+				return binary.BigEndian.AppendUint64(nil, uint64(p)<<32|uint64(i))
+			})
 			select {
 			case <-all:
 			case <-time.After(time.Minute):
