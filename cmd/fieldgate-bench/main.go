@@ -315,6 +315,7 @@ func printSaved(path string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s (%s, %d CPUs, %s)\n", rep.Command, rep.GoVersion, rep.CPUs, rep.Started.Format(time.RFC3339))
 	if rep.Soak != nil {
+		judgeMemory(rep.Soak) // with the current rule, from the saved samples
 		printSoak(stdout, rep.Soak)
 	} else {
 		printTable(stdout, &rep)
