@@ -12,7 +12,14 @@
 //
 // Durability: [Queue.Append] returns only once the record is fsync'd.
 // Concurrent appends are group-committed: they share one badger transaction
-// and one fsync. Acks are persisted lazily (without fsync): after a crash,
+// and one fsync. The commit is pipelined: the next batch is written to
+// badger while the previous one is being synced, and one sync covers every
+// batch written before it. The sync is the buffer's own fdatasync of
+// badger's write-ahead logs (every *.mem file) and, when values went there,
+// its value-log files, because badger's DB.Sync syncs only the newest of
+// each: a record written just before a memtable or value-log rotation would
+// otherwise not be on disk when Append returns (it would survive kill -9,
+// not a power cut). Acks are persisted lazily (without fsync): after a crash,
 // records acknowledged shortly before may be delivered again (duplicates),
 // but an appended record is never lost unless the quota or expiry policy
 // dropped it.

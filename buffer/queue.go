@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -89,6 +90,12 @@ type Queue struct {
 	leading   bool
 	lastBatch int // size of the previous batch
 	closing   bool
+	// Written, not yet durable: syncLoop runs while syncing is set.
+	written   []*appendReq
+	unsynced  bool // written holds records (not only refusals)
+	syncing   bool
+	syncer    *storeSyncer
+	bigValues atomic.Bool // values went to the value log since the last sync
 
 	// wmu serialises every write to badger and the fsync following an
 	// append commit, so that the persisted metadata always matches the keys.
@@ -97,8 +104,9 @@ type Queue struct {
 	life   sync.RWMutex
 	tuning tuning
 	// ackLimit is ackMemLimit (lowered by tests).
-	ackLimit int
-	reclaim  uint64 // records removed since the last DropPrefix (under wmu)
+	ackLimit  int
+	reclaim   uint64    // records removed since the last DropPrefix (under wmu)
+	freeCheck freeCheck // the last statfs of the store (under wmu)
 
 	mu       sync.Mutex
 	nearFull bool                // logged "near full", not yet drained below the clear level (under mu)
@@ -156,7 +164,6 @@ type reqState int
 const (
 	reqPending reqState = iota // in q.pending, not yet taken by a leader
 	reqTaken                   // being committed by a leader
-	reqLead                    // promoted: must lead the next batch
 	reqDone                    // first/err are set
 )
 
@@ -194,20 +201,10 @@ func (q *Queue) AppendBatch(ctx context.Context, data [][]byte) (uint64, error) 
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("buffer: append: %w", err)
 	}
-	q.gmu.Lock()
-	if q.closing {
-		q.gmu.Unlock()
-		return 0, ErrClosed
+	if err := q.enqueue(r); err != nil {
+		return 0, err
 	}
-	q.pending = append(q.pending, r)
-	if q.leading {
-		q.gmu.Unlock()
-		q.await(ctx, r)
-	} else {
-		q.leading = true
-		q.gmu.Unlock()
-		q.lead(r)
-	}
+	q.await(ctx, r)
 	return r.first, r.err
 }
 
@@ -236,20 +233,27 @@ func (q *Queue) AppendBatchAsync(data [][]byte) (*Pending, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := q.enqueue(r); err != nil {
+		return nil, err
+	}
+	return &Pending{r: r}, nil
+}
+
+// enqueue hands r to the group commit, starting a leader if none runs.
+func (q *Queue) enqueue(r *appendReq) error {
 	q.gmu.Lock()
+	defer q.gmu.Unlock()
 	if q.closing {
-		q.gmu.Unlock()
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	q.pending = append(q.pending, r)
 	if !q.leading {
-		// Nobody commits: this request leads, in a goroutine of its own
-		// that Close waits for (it waits until leading is false).
+		// The leader runs in a goroutine of its own, which Close waits
+		// for (until leading and syncing are false).
 		q.leading = true
-		go q.lead(r)
+		go q.lead()
 	}
-	q.gmu.Unlock()
-	return &Pending{r: r}, nil
+	return nil
 }
 
 func (q *Queue) newRequest(data [][]byte, async bool) (*appendReq, error) {
@@ -273,8 +277,7 @@ func (q *Queue) newRequest(data [][]byte, async bool) (*appendReq, error) {
 	return r, nil
 }
 
-// await waits for r to be committed by a leader, or for its promotion to
-// leader, or for ctx while r is still pending.
+// await waits for r to be committed, or for ctx while r is still pending.
 func (q *Queue) await(ctx context.Context, r *appendReq) {
 	done := ctx.Done()
 	for {
@@ -291,11 +294,7 @@ func (q *Queue) await(ctx context.Context, r *appendReq) {
 			return
 		}
 		q.gmu.Unlock()
-		switch st {
-		case reqDone:
-			return
-		case reqLead:
-			q.lead(r)
+		if st == reqDone {
 			return
 		}
 		if ctx.Err() != nil {
@@ -304,9 +303,11 @@ func (q *Queue) await(ctx context.Context, r *appendReq) {
 	}
 }
 
-// lead commits batches until me is done, then hands leadership to the
-// oldest pending request, if any.
-func (q *Queue) lead(me *appendReq) {
+// lead writes batches to badger while requests are pending. Making them
+// durable is left to syncLoop, so the leader writes the next batch while
+// the previous ones are being synced: one fsync covers every batch written
+// before it started, and writing (CPU) overlaps syncing (the disk).
+func (q *Queue) lead() {
 	for {
 		q.gmu.Lock()
 		// Appenders released by the previous commit are likely about to
@@ -315,6 +316,12 @@ func (q *Queue) lead(me *appendReq) {
 			q.gmu.Unlock()
 			runtime.Gosched()
 			q.gmu.Lock()
+		}
+		if len(q.pending) == 0 {
+			q.leading = false
+			q.gcond.Broadcast()
+			q.gmu.Unlock()
+			return
 		}
 		n, bytes := 0, uint64(0)
 		for n < len(q.pending) && n < maxBatchRequests && (n == 0 || bytes+q.pending[n].cost <= maxBatchBytes) {
@@ -327,63 +334,111 @@ func (q *Queue) lead(me *appendReq) {
 		q.pending = slices.Delete(q.pending, 0, n)
 		q.gmu.Unlock()
 
-		q.commit(batch)
+		wrote := q.write(batch)
 
 		q.gmu.Lock()
-		for _, r := range batch {
-			r.state = reqDone
-			switch {
-			case r.done != nil:
-				close(r.done)
-			case r != me:
-				r.wake <- struct{}{}
-			}
-		}
-		switch {
-		case len(q.pending) == 0:
-			q.leading = false
-			q.gcond.Broadcast()
-			q.gmu.Unlock()
-			return
-		case me.state == reqDone:
-			next := q.pending[0]
-			next.state = reqLead
-			if next.done != nil {
-				go q.lead(next) // nobody waits on an asynchronous request
-			} else {
-				next.wake <- struct{}{}
-			}
-			q.gmu.Unlock()
-			return
+		q.written = append(q.written, batch...)
+		q.unsynced = q.unsynced || wrote
+		if !q.syncing {
+			q.syncing = true
+			go q.syncLoop()
 		}
 		q.gmu.Unlock()
 	}
 }
 
-// commit makes a batch durable: quota, one or more badger transactions,
-// one fsync. It sets first/err of every request.
-func (q *Queue) commit(batch []*appendReq) {
+// syncLoop makes the written batches durable, all those written since the
+// previous sync with one sync, and reports their outcome, until none is
+// left.
+func (q *Queue) syncLoop() {
+	for {
+		q.gmu.Lock()
+		batch, need := q.written, q.unsynced
+		q.written, q.unsynced = nil, false
+		if len(batch) == 0 {
+			q.syncing = false
+			q.gcond.Broadcast()
+			q.gmu.Unlock()
+			return
+		}
+		q.gmu.Unlock()
+
+		var err error
+		if need {
+			err = q.syncStore()
+		}
+		var records uint64
+		for _, r := range batch {
+			if r.err != nil {
+				continue
+			}
+			if err != nil {
+				r.err = fmt.Errorf("buffer: append: commit: %w", err)
+				continue
+			}
+			records += uint64(len(r.data))
+		}
+		q.mu.Lock()
+		if need {
+			q.stats.syncs++
+			q.stats.batches++
+		}
+		q.stats.appended += records
+		q.mu.Unlock()
+
+		q.gmu.Lock()
+		for _, r := range batch {
+			r.state = reqDone
+			if r.done != nil {
+				close(r.done)
+			} else {
+				r.wake <- struct{}{}
+			}
+		}
+		q.gmu.Unlock()
+		if records > 0 {
+			select {
+			case q.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// syncStore makes every write to badger that completed before the call
+// durable (see storeSyncer).
+func (q *Queue) syncStore() error {
+	ok, err := q.syncer.sync(q.bigValues.Swap(false))
+	if !ok && err == nil {
+		err = q.db.Sync()
+	}
+	return err
+}
+
+// write stores a batch: quota, one or more badger transactions. It sets
+// first of every request it wrote and err of every one it could not, and
+// says whether it wrote any (which then need a sync, see syncLoop).
+func (q *Queue) write(batch []*appendReq) bool {
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
 	if q.db == nil {
 		for _, r := range batch {
 			r.err = ErrClosed
 		}
-		return
+		return false
 	}
-	if free, err := freeSpace(q.dir); err == nil && free < DiskReserve {
+	if free, err := q.freeSpace(batch); err == nil && free < DiskReserve {
 		for _, r := range batch {
 			r.err = fmt.Errorf("buffer: append: %d MiB free in %s, %d MiB kept for the store: %w", free>>20, q.dir, DiskReserve>>20, ErrDiskFull)
 		}
 		q.noteDisk(true, free)
-		return
+		return false
 	} else if err == nil {
 		q.noteDisk(false, free)
 	}
 	now := q.now().UTC()
 	w := q.newWriter()
 	var accepted []*appendReq
-	var records uint64
 	for _, r := range batch {
 		if w.st.bytes+r.cost > uint64(q.cfg.MaxBytes) {
 			if q.cfg.WhenFull == Reject {
@@ -421,31 +476,13 @@ func (q *Queue) commit(batch []*appendReq) {
 			r.err = fmt.Errorf("buffer: append: %w", err)
 			continue
 		}
-		records += uint64(len(r.data))
 		accepted = append(accepted, r)
 	}
-	err := w.flush()
-	if err == nil && len(accepted) > 0 {
-		err = q.db.Sync()
-		q.mu.Lock()
-		q.stats.syncs++
-		q.stats.batches++
-		q.mu.Unlock()
-	}
-	if err != nil {
+	if err := w.flush(); err != nil {
 		for _, r := range accepted {
 			r.err = fmt.Errorf("buffer: append: commit: %w", err)
 		}
-	} else {
-		q.mu.Lock()
-		q.stats.appended += records
-		q.mu.Unlock()
-	}
-	if len(accepted) > 0 {
-		select {
-		case q.notify <- struct{}{}:
-		default:
-		}
+		accepted = nil
 	}
 	q.logDrops(now, false)
 	if q.ackFlushNeeded() {
@@ -453,6 +490,7 @@ func (q *Queue) commit(batch []*appendReq) {
 			q.log.Warn("buffer: persisting acknowledgements failed; will retry", "err", err)
 		}
 	}
+	return len(accepted) > 0
 }
 
 // Notify returns a channel that receives a value (coalesced, buffered 1)
@@ -792,6 +830,44 @@ func max64(a, b uint64) uint64 {
 		return a
 	}
 	return b
+}
+
+// Free space is checked again after freeCheckInterval or once
+// freeCheckBytes were written since the last check, whichever comes first:
+// statfs costs tens of µs, a group commit writes far less than DiskReserve.
+const (
+	freeCheckInterval = 10 * time.Millisecond
+	freeCheckBytes    = DiskReserve / 8
+)
+
+// freeSpace returns the free space of the store's file system, as of at most
+// freeCheckInterval and freeCheckBytes ago, counting batch as written. Call
+// with wmu held.
+func (q *Queue) freeSpace(batch []*appendReq) (uint64, error) {
+	var cost uint64
+	for _, r := range batch {
+		cost += r.cost
+	}
+	fc := &q.freeCheck
+	now := time.Now()
+	if fc.ok && now.Sub(fc.at) < freeCheckInterval && fc.written+cost < freeCheckBytes && fc.free >= DiskReserve+freeCheckBytes {
+		fc.written += cost
+		return fc.free - fc.written, nil
+	}
+	free, err := freeSpace(q.dir)
+	if err != nil {
+		fc.ok = false
+		return 0, err
+	}
+	*fc = freeCheck{ok: true, at: now, free: free, written: 0}
+	return free, nil
+}
+
+type freeCheck struct {
+	ok      bool
+	at      time.Time
+	free    uint64 // as measured at at
+	written uint64 // batches' cost since
 }
 
 // noteDisk logs when appends start or stop being refused for lack of disk

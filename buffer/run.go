@@ -272,7 +272,7 @@ func dirSize(dir string) int64 {
 func (q *Queue) Close() error {
 	q.gmu.Lock()
 	q.closing = true
-	for q.leading {
+	for q.leading || q.syncing {
 		q.gcond.Wait()
 	}
 	q.gmu.Unlock()
@@ -288,6 +288,7 @@ func (q *Queue) Close() error {
 	defer q.wmu.Unlock()
 	ferr := q.flushAcksLocked()
 	q.logDrops(q.now(), true)
+	q.syncer.close()
 	q.life.Lock()
 	cerr := q.db.Close()
 	q.db = nil

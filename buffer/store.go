@@ -120,6 +120,7 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		log.Warn("buffer: metadata was missing or inconsistent; rebuilt it by scanning the store", "dir", dir, "records", m.count, "last_seq", m.lastSeq)
 	}
 	q.db, q.st = db, m
+	q.syncer = newStoreSyncer(dir)
 	o := db.Opts()
 	q.tuning = newTuning(o.MemTableSize, o.ValueThreshold)
 	return q, nil

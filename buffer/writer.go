@@ -71,6 +71,9 @@ func (w *writer) set(k, v []byte) error {
 	if err := w.txn.Set(k, v); err != nil {
 		return fmt.Errorf("set %x: %w", k, err)
 	}
+	if int64(len(v)) >= w.q.tuning.valueThreshold {
+		w.q.bigValues.Store(true)
+	}
 	w.appends = true
 	return nil
 }
