@@ -771,6 +771,11 @@ func (b *Bridge) read(ctx context.Context, after uint64, pages chan<- []entry) e
 // send is the single FIFO cursor through the buffer: it publishes records
 // in sequence order, holding at most cap(slots) unacknowledged.
 func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo chan *flight, freed <-chan struct{}, pages <-chan []entry) error {
+	// A cancellable context costs a registration and removal per publish
+	// (paho derives one per message): publish gets one without
+	// cancellation. A wait inside publish ends when the connection is
+	// lost, which shutdown brings about after its grace period.
+	pubCtx := context.WithoutCancel(ctx)
 	for {
 		var page []entry
 		select {
@@ -822,7 +827,7 @@ func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo cha
 				<-slots
 				return nil
 			}
-			f, err := l.publish(ctx, &r.Msg, e.seq)
+			f, err := l.publish(pubCtx, &r.Msg, e.seq)
 			if err != nil {
 				<-slots
 				if ctx.Err() != nil {

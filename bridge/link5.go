@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -40,7 +39,7 @@ type link interface {
 }
 
 // session5 wraps paho's session state to learn, per packet identifier, when
-// a PUBLISH sent with PublishMethod_AsyncSend is fully acknowledged
+// a PUBLISH sent by link5.publish is fully acknowledged
 // (PUBACK, PUBCOMP, or a failing PUBREC). The state itself (packet ids,
 // stored PUBLISH and PUBREL packets) survives reconnects because the same
 // session5 is used by every client of one Bridge.
@@ -52,8 +51,6 @@ type session5 struct {
 	mu      sync.Mutex
 	pending []*flight // by packet identifier (a map costs more with this churn)
 }
-
-type flightKey struct{}
 
 // newSession5 returns a session kept in memory (dir == "") or persisted
 // under dir.
@@ -78,7 +75,13 @@ func newSession5(dir string) (*session5, error) {
 }
 
 func (s *session5) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
-	f, _ := ctx.Value(flightKey{}).(*flight)
+	return s.add(ctx, p, resp, nil)
+}
+
+// add is AddToSession for a packet carrying flight f (nil: none): the
+// state assigns the packet identifier and stores the packet; f is then
+// completed by PacketReceived.
+func (s *session5) add(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket, f *flight) error {
 	if s.store != nil && f != nil {
 		// The store learns which record the packet carries.
 		s.addMu.Lock()
@@ -156,10 +159,15 @@ func (s *session5) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packets.
 // link5 is an MQTT 5 connection (paho.golang).
 type link5 struct {
 	c       *paho.Client
+	sess    *session5
 	conn    net.Conn // the raw connection (abort closes it)
 	wb      *writeBuffer
 	recvMax int
 	present bool
+	// From the CONNACK: what the upstream accepts.
+	maxQoS   byte
+	retainOK bool
+	hdr      []byte // PUBLISH header scratch, under wb's packet lock
 }
 
 type connectParams struct {
@@ -212,9 +220,15 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	l := &link5{c: c, conn: conn, wb: wb, recvMax: 65535, present: ca.SessionPresent}
-	if ca.Properties != nil && ca.Properties.ReceiveMaximum != nil && *ca.Properties.ReceiveMaximum > 0 {
-		l.recvMax = int(*ca.Properties.ReceiveMaximum)
+	l := &link5{c: c, sess: s, conn: conn, wb: wb, recvMax: 65535, present: ca.SessionPresent, maxQoS: 2, retainOK: true}
+	if pr := ca.Properties; pr != nil {
+		if pr.ReceiveMaximum != nil && *pr.ReceiveMaximum > 0 {
+			l.recvMax = int(*pr.ReceiveMaximum)
+		}
+		if pr.MaximumQoS != nil {
+			l.maxQoS = *pr.MaximumQoS
+		}
+		l.retainOK = pr.RetainAvailable
 	}
 	return l, nil
 }
@@ -226,11 +240,25 @@ func reasonString(ca *paho.Connack) string {
 	return ""
 }
 
+// publish sends QoS 1 and 2 messages without paho's Client.Publish: that
+// creates a context with a timeout per message, which nothing here needs
+// (AsyncSend does not wait, and the drain has its own stall detection).
+// The packet goes through the same session (packet identifier, store,
+// Receive Maximum quota) and the same connection writer as paho's own
+// publishes; paho's checks against the CONNACK are made here. paho's
+// keepalive is not told about these packets: it may send a PINGREQ that
+// was not needed, nothing more.
+//
+// ctx bounds the wait for a Receive Maximum slot (the drain never waits:
+// its window is at most the Receive Maximum). The drain passes a context
+// without cancellation (a cancellable one costs a registration per
+// message): the wait then ends when the connection is lost, which
+// shutdown brings about by closing the socket after its grace period.
 func (l *link5) publish(ctx context.Context, m *Message, seq uint64) (*flight, error) {
-	p := &paho.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, Payload: m.Payload}
+	pb := &packets.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, Payload: m.Payload}
 	if m.ContentType != "" || m.ResponseTopic != "" || m.CorrelationData != nil || m.MessageExpiry > 0 || len(m.UserProperties) > 0 {
 		// Without properties none are allocated (most messages).
-		props := &paho.PublishProperties{
+		props := &packets.Properties{
 			ContentType:     m.ContentType,
 			ResponseTopic:   m.ResponseTopic,
 			CorrelationData: m.CorrelationData,
@@ -240,30 +268,104 @@ func (l *link5) publish(ctx context.Context, m *Message, seq uint64) (*flight, e
 			props.MessageExpiry = &e
 		}
 		for _, up := range m.UserProperties {
-			props.User.Add(up.Key, up.Value)
+			props.User = append(props.User, packets.User{Key: up.Key, Value: up.Value})
 		}
-		p.Properties = props
+		pb.Properties = props
+	}
+	switch {
+	case m.QoS > l.maxQoS:
+		return nil, fmt.Errorf("publish %s: QoS %d, upstream maximum QoS is %d", m.Topic, m.QoS, l.maxQoS)
+	case m.Retain && !l.retainOK:
+		return nil, fmt.Errorf("publish %s: retained, upstream does not support retained messages", m.Topic)
 	}
 	f := newFlight()
 	f.seq = seq
 	if m.QoS == 0 {
-		if _, err := l.c.Publish(ctx, p); err != nil {
+		if err := l.write(pb); err != nil {
 			return nil, fmt.Errorf("publish %s: %w", m.Topic, err)
 		}
 		f.complete(nil)
 		return f, nil
 	}
-	ctx = context.WithValue(ctx, flightKey{}, f)
-	_, err := l.c.PublishWithOptions(ctx, p, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
-	switch {
-	case errors.Is(err, paho.ErrNetworkErrorAfterStored):
-		// In the session: completed by a resumed session or, if the session
-		// is not resumed, resent from the buffer.
-		return f, nil
-	case err != nil:
+	// The state sends the final acknowledgement to resp too; PacketReceived
+	// completes f from the same packet, so resp is only drained by GC.
+	resp := make(chan packets.ControlPacket, 1)
+	if err := l.sess.add(ctx, pb, resp, f); err != nil {
 		return nil, fmt.Errorf("publish %s: %w", m.Topic, err)
 	}
+	// A write error means the connection is lost (the writer closes it):
+	// the packet is in the session, completed by a resumed session or, if
+	// the session is not resumed, resent from the buffer.
+	_ = l.write(pb)
 	return f, nil
+}
+
+// write sends pb. packets.Publish.WriteTo costs several allocations and
+// four Writes per packet; this encodes the same bytes with two Writes
+// (header, payload) under the packet lock.
+func (l *link5) write(pb *packets.Publish) error {
+	l.wb.Lock()
+	defer l.wb.Unlock()
+	l.hdr = appendPublishHeader(l.hdr[:0], pb)
+	if _, err := l.wb.Write(l.hdr); err != nil {
+		return err
+	}
+	if len(pb.Payload) > 0 {
+		if _, err := l.wb.Write(pb.Payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendPublishHeader appends the MQTT 5 PUBLISH packet pb up to its
+// payload: fixed header, topic, packet identifier (QoS > 0), properties.
+func appendPublishHeader(b []byte, pb *packets.Publish) []byte {
+	props := pb.Properties.Pack(packets.PUBLISH) // nil without properties
+	n := 2 + len(pb.Topic) + varintLen(len(props)) + len(props) + len(pb.Payload)
+	if pb.QoS > 0 {
+		n += 2
+	}
+	flags := packets.PUBLISH<<4 | pb.QoS<<1
+	if pb.Duplicate {
+		flags |= 1 << 3
+	}
+	if pb.Retain {
+		flags |= 1
+	}
+	b = append(b, flags)
+	b = appendVarint(b, n)
+	b = append(b, byte(len(pb.Topic)>>8), byte(len(pb.Topic)))
+	b = append(b, pb.Topic...)
+	if pb.QoS > 0 {
+		b = append(b, byte(pb.PacketID>>8), byte(pb.PacketID))
+	}
+	b = appendVarint(b, len(props))
+	return append(b, props...)
+}
+
+// appendVarint appends MQTT's variable byte integer.
+func appendVarint(b []byte, n int) []byte {
+	for {
+		d := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			d |= 0x80
+		}
+		b = append(b, d)
+		if n == 0 {
+			return b
+		}
+	}
+}
+
+func varintLen(n int) int {
+	l := 1
+	for n >= 128 {
+		n /= 128
+		l++
+	}
+	return l
 }
 
 func (l *link5) subscribe(ctx context.Context, filters []string, qos []byte) error {
