@@ -495,8 +495,7 @@ scan:
 	}
 	b.sess.mu.Lock()
 	for i, id := range ids {
-		f := newFlight()
-		f.seq = seqs[i]
+		f := newFlight(seqs[i], b.sess.progress)
 		b.sess.pending[id] = f
 		b.leftover = append(b.leftover, f)
 	}
@@ -652,11 +651,14 @@ func (b *Bridge) closeLink(ctx context.Context, l link) {
 	default:
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 		f, err := l.publish(wctx, &Message{Topic: b.status, Payload: []byte("offline"), QoS: 1, Retain: true}, 0)
-		if err == nil {
+	wait:
+		for err == nil && !f.isDone() {
 			select {
-			case <-f.done():
+			case <-f.wait():
 			case <-wctx.Done():
+				break wait
 			case <-l.lost():
+				break wait
 			}
 		}
 		cancel()
@@ -679,14 +681,12 @@ func (b *Bridge) collect(left []*flight, fifo chan *flight) []*flight {
 	var out []*flight
 	var acks []uint64
 	for _, f := range left {
-		select {
-		case <-f.done():
+		if f.isDone() {
 			if err := f.result(); err == nil || errors.Is(err, errRejected) {
 				b.finish(f, err)
 				acks = append(acks, f.seq)
 				continue
 			}
-		default:
 		}
 		out = append(out, f)
 	}
@@ -894,13 +894,7 @@ func (b *Bridge) complete(ctx context.Context, slots chan struct{}, fifo chan *f
 			}
 		}
 		*head = f
-		for done := false; !done; {
-			select {
-			case <-f.done():
-				done = true
-				continue
-			default:
-			}
+		for !f.isDone() {
 			if len(batch) > 0 && !time.Now().Before(ackBy) {
 				handOver()
 			}
@@ -911,8 +905,7 @@ func (b *Bridge) complete(ctx context.Context, slots chan struct{}, fifo chan *f
 				flushC = flushT.C
 			}
 			select {
-			case <-f.done():
-				done = true
+			case <-f.wait():
 			case <-flushC:
 			case <-stall.C:
 				return errStalled

@@ -50,12 +50,14 @@ type session5 struct {
 	addMu   sync.Mutex // serialises AddToSession when store is set
 	mu      sync.Mutex
 	pending []*flight // by packet identifier (a map costs more with this churn)
+	// progress is signalled when a flight completes (see flight).
+	progress chan struct{}
 }
 
 // newSession5 returns a session kept in memory (dir == "") or persisted
 // under dir.
 func newSession5(dir string) (*session5, error) {
-	s := &session5{pending: make([]*flight, 1<<16)}
+	s := &session5{pending: make([]*flight, 1<<16), progress: make(chan struct{}, 1)}
 	if dir == "" {
 		// Our store in memory: it keeps packets without encoding them.
 		cs := &sessionStore{entries: make(map[uint16]storeEntry)}
@@ -278,15 +280,15 @@ func (l *link5) publish(ctx context.Context, m *Message, seq uint64) (*flight, e
 	case m.Retain && !l.retainOK:
 		return nil, fmt.Errorf("publish %s: retained, upstream does not support retained messages", m.Topic)
 	}
-	f := newFlight()
-	f.seq = seq
 	if m.QoS == 0 {
 		if err := l.write(pb); err != nil {
 			return nil, fmt.Errorf("publish %s: %w", m.Topic, err)
 		}
+		f := newFlight(seq, nil)
 		f.complete(nil)
 		return f, nil
 	}
+	f := newFlight(seq, l.sess.progress)
 	// The state sends the final acknowledgement to resp too; PacketReceived
 	// completes f from the same packet, so resp is only drained by GC.
 	resp := make(chan packets.ControlPacket, 1)
