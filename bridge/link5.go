@@ -162,7 +162,8 @@ func (s *session5) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packets.
 type link5 struct {
 	c       *paho.Client
 	sess    *session5
-	conn    net.Conn // the raw connection (abort closes it)
+	pinger  *paho.DefaultPinger // told about the packets publish writes
+	conn    net.Conn            // the raw connection (abort closes it)
 	wb      *writeBuffer
 	recvMax int
 	present bool
@@ -186,10 +187,12 @@ type connectParams struct {
 
 func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) (*link5, error) {
 	wb := newWriteBuffer(conn)
+	pinger := paho.NewDefaultPinger()
 	cfg := paho.ClientConfig{
-		ClientID: p.clientID,
-		Conn:     wb,
-		Session:  s,
+		ClientID:    p.clientID,
+		Conn:        wb,
+		Session:     s,
+		PingHandler: pinger,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			p.onMessage(fromPaho5(pr.Packet))
 			return true, nil
@@ -222,7 +225,7 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	l := &link5{c: c, sess: s, conn: conn, wb: wb, recvMax: 65535, present: ca.SessionPresent, maxQoS: 2, retainOK: true}
+	l := &link5{c: c, sess: s, pinger: pinger, conn: conn, wb: wb, recvMax: 65535, present: ca.SessionPresent, maxQoS: 2, retainOK: true}
 	if pr := ca.Properties; pr != nil {
 		if pr.ReceiveMaximum != nil && *pr.ReceiveMaximum > 0 {
 			l.recvMax = int(*pr.ReceiveMaximum)
@@ -247,9 +250,8 @@ func reasonString(ca *paho.Connack) string {
 // (AsyncSend does not wait, and the drain has its own stall detection).
 // The packet goes through the same session (packet identifier, store,
 // Receive Maximum quota) and the same connection writer as paho's own
-// publishes; paho's checks against the CONNACK are made here. paho's
-// keepalive is not told about these packets: it may send a PINGREQ that
-// was not needed, nothing more.
+// publishes; paho's checks against the CONNACK are made here, and its
+// keepalive is told about each packet as paho would.
 //
 // ctx bounds the wait for a Receive Maximum slot (the drain never waits:
 // its window is at most the Receive Maximum). The drain passes a context
@@ -317,6 +319,7 @@ func (l *link5) write(pb *packets.Publish) error {
 			return err
 		}
 	}
+	l.pinger.PacketSent()
 	return nil
 }
 
