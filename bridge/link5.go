@@ -245,9 +245,10 @@ func reasonString(ca *paho.Connack) string {
 	return ""
 }
 
-// publish sends QoS 1 and 2 messages without paho's Client.Publish: that
-// creates a context with a timeout per message, which nothing here needs
-// (AsyncSend does not wait, and the drain has its own stall detection).
+// publish sends m without paho's Client.Publish, which creates a context
+// with a timeout per QoS 1/2 message that nothing here needs (the drain
+// does not wait for the publish call but for the flight, and has its own
+// stall detection) and re-encodes the message into its own packet type.
 // The packet goes through the same session (packet identifier, store,
 // Receive Maximum quota) and the same connection writer as paho's own
 // publishes; paho's checks against the CONNACK are made here, and its
