@@ -170,7 +170,6 @@ type link5 struct {
 	// From the CONNACK: what the upstream accepts.
 	maxQoS   byte
 	retainOK bool
-	hdr      []byte // PUBLISH header scratch, under wb's packet lock
 }
 
 type connectParams struct {
@@ -248,10 +247,10 @@ func reasonString(ca *paho.Connack) string {
 // publish sends m without paho's Client.Publish, which creates a context
 // with a timeout per QoS 1/2 message that nothing here needs (the drain
 // does not wait for the publish call but for the flight, and has its own
-// stall detection) and re-encodes the message into its own packet type.
+// stall detection) and converts the message into its own packet type.
 // The packet goes through the same session (packet identifier, store,
-// Receive Maximum quota) and the same connection writer as paho's own
-// publishes; paho's checks against the CONNACK are made here, and its
+// Receive Maximum quota), the same encoder and the same connection writer
+// as paho's own publishes; paho's checks against the CONNACK are made here, and its
 // keepalive is told about each packet as paho would.
 //
 // ctx bounds the wait for a Receive Maximum slot (the drain never waits:
@@ -305,73 +304,16 @@ func (l *link5) publish(ctx context.Context, m *Message, seq uint64) (*flight, e
 	return f, nil
 }
 
-// write sends pb. packets.Publish.WriteTo costs several allocations and
-// four Writes per packet; this encodes the same bytes with two Writes
-// (header, payload) under the packet lock.
+// write sends pb with paho's encoder (which holds the writeBuffer's packet
+// lock around the packet) and tells paho's keepalive, as paho's own
+// publish would. Encoding the header by hand saved no measurable CPU
+// (bridge BenchmarkDrain, mqtt5: 18.7–22.7 against 21.1–22.1 µs/msg).
 func (l *link5) write(pb *packets.Publish) error {
-	l.wb.Lock()
-	defer l.wb.Unlock()
-	l.hdr = appendPublishHeader(l.hdr[:0], pb)
-	if _, err := l.wb.Write(l.hdr); err != nil {
+	if _, err := pb.WriteTo(l.wb); err != nil {
 		return err
-	}
-	if len(pb.Payload) > 0 {
-		if _, err := l.wb.Write(pb.Payload); err != nil {
-			return err
-		}
 	}
 	l.pinger.PacketSent()
 	return nil
-}
-
-// appendPublishHeader appends the MQTT 5 PUBLISH packet pb up to its
-// payload: fixed header, topic, packet identifier (QoS > 0), properties.
-func appendPublishHeader(b []byte, pb *packets.Publish) []byte {
-	props := pb.Properties.Pack(packets.PUBLISH) // nil without properties
-	n := 2 + len(pb.Topic) + varintLen(len(props)) + len(props) + len(pb.Payload)
-	if pb.QoS > 0 {
-		n += 2
-	}
-	flags := packets.PUBLISH<<4 | pb.QoS<<1
-	if pb.Duplicate {
-		flags |= 1 << 3
-	}
-	if pb.Retain {
-		flags |= 1
-	}
-	b = append(b, flags)
-	b = appendVarint(b, n)
-	b = append(b, byte(len(pb.Topic)>>8), byte(len(pb.Topic)))
-	b = append(b, pb.Topic...)
-	if pb.QoS > 0 {
-		b = append(b, byte(pb.PacketID>>8), byte(pb.PacketID))
-	}
-	b = appendVarint(b, len(props))
-	return append(b, props...)
-}
-
-// appendVarint appends MQTT's variable byte integer.
-func appendVarint(b []byte, n int) []byte {
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
-func varintLen(n int) int {
-	l := 1
-	for n >= 128 {
-		n /= 128
-		l++
-	}
-	return l
 }
 
 func (l *link5) subscribe(ctx context.Context, filters []string, qos []byte) error {
