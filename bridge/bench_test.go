@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -40,6 +41,7 @@ func BenchmarkDrain(b *testing.B) {
 			up := plainMosquitto(b)
 			payload := make([]byte, 64)
 			var total, cpu time.Duration
+			var sysr, sysw int64
 			for i := 0; i < b.N; i++ {
 				q := openQueue(b, buffer.Config{MaxBytes: 4 << 30})
 				cfg := testConfig("mqtt://" + up)
@@ -64,12 +66,15 @@ func BenchmarkDrain(b *testing.B) {
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error, 1)
 				start, cpu0 := time.Now(), cpuTime()
+				r0, w0 := syscallCounts()
 				go func() { done <- br.Run(ctx) }()
 				for br.Stats().Forwarded < uint64(n) {
 					time.Sleep(50 * time.Millisecond)
 				}
 				total += time.Since(start)
 				cpu += cpuTime() - cpu0
+				r1, w1 := syscallCounts()
+				sysr, sysw = sysr+r1-r0, sysw+w1-w0
 				b.Logf("window %d", br.Stats().Window)
 				cancel()
 				if err := <-done; err != nil {
@@ -78,6 +83,8 @@ func BenchmarkDrain(b *testing.B) {
 			}
 			b.ReportMetric(float64(n*b.N)/total.Seconds(), "msgs/s")
 			b.ReportMetric(float64(cpu.Microseconds())/float64(n*b.N), "cpu-µs/msg")
+			b.ReportMetric(float64(sysr)/float64(n*b.N), "read-syscalls/msg")
+			b.ReportMetric(float64(sysw)/float64(n*b.N), "write-syscalls/msg")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -90,4 +97,27 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// syscallCounts returns this process's read and write system calls so far
+// (/proc/self/io; zeros where it is missing).
+func syscallCounts() (r, w int64) {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "syscr":
+			r = n
+		case "syscw":
+			w = n
+		}
+	}
+	return r, w
 }

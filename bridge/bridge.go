@@ -495,8 +495,7 @@ scan:
 	}
 	b.sess.mu.Lock()
 	for i, id := range ids {
-		f := newFlight()
-		f.seq = seqs[i]
+		f := newFlight(seqs[i], b.sess.progress)
 		b.sess.pending[id] = f
 		b.leftover = append(b.leftover, f)
 	}
@@ -652,11 +651,14 @@ func (b *Bridge) closeLink(ctx context.Context, l link) {
 	default:
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 		f, err := l.publish(wctx, &Message{Topic: b.status, Payload: []byte("offline"), QoS: 1, Retain: true}, 0)
-		if err == nil {
+	wait:
+		for err == nil && !f.isDone() {
 			select {
-			case <-f.done():
+			case <-f.wait():
 			case <-wctx.Done():
+				break wait
 			case <-l.lost():
+				break wait
 			}
 		}
 		cancel()
@@ -679,14 +681,12 @@ func (b *Bridge) collect(left []*flight, fifo chan *flight) []*flight {
 	var out []*flight
 	var acks []uint64
 	for _, f := range left {
-		select {
-		case <-f.done():
+		if f.isDone() {
 			if err := f.result(); err == nil || errors.Is(err, errRejected) {
 				b.finish(f, err)
 				acks = append(acks, f.seq)
 				continue
 			}
-		default:
 		}
 		out = append(out, f)
 	}
@@ -771,6 +771,11 @@ func (b *Bridge) read(ctx context.Context, after uint64, pages chan<- []entry) e
 // send is the single FIFO cursor through the buffer: it publishes records
 // in sequence order, holding at most cap(slots) unacknowledged.
 func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo chan *flight, freed <-chan struct{}, pages <-chan []entry) error {
+	// A cancellable context costs a registration and removal per publish
+	// (paho derives one per message): publish gets one without
+	// cancellation. A wait inside publish ends when the connection is
+	// lost, which shutdown brings about after its grace period.
+	pubCtx := context.WithoutCancel(ctx)
 	for {
 		var page []entry
 		select {
@@ -822,7 +827,7 @@ func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo cha
 				<-slots
 				return nil
 			}
-			f, err := l.publish(ctx, &r.Msg, e.seq)
+			f, err := l.publish(pubCtx, &r.Msg, e.seq)
 			if err != nil {
 				<-slots
 				if ctx.Err() != nil {
@@ -889,13 +894,7 @@ func (b *Bridge) complete(ctx context.Context, slots chan struct{}, fifo chan *f
 			}
 		}
 		*head = f
-		for done := false; !done; {
-			select {
-			case <-f.done():
-				done = true
-				continue
-			default:
-			}
+		for !f.isDone() {
 			if len(batch) > 0 && !time.Now().Before(ackBy) {
 				handOver()
 			}
@@ -906,8 +905,7 @@ func (b *Bridge) complete(ctx context.Context, slots chan struct{}, fifo chan *f
 				flushC = flushT.C
 			}
 			select {
-			case <-f.done():
-				done = true
+			case <-f.wait():
 			case <-flushC:
 			case <-stall.C:
 				return errStalled

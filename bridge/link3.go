@@ -88,8 +88,6 @@ func (l *link3) markLost() { l.lostOnce.Do(func() { close(l.lostCh) }) }
 
 func (l *link3) publish(ctx context.Context, m *Message, seq uint64) (*flight, error) {
 	tok := l.c.Publish(m.Topic, m.QoS, m.Retain, m.Payload)
-	f := newFlight()
-	f.seq = seq
 	if m.QoS == 0 {
 		select {
 		case <-tok.Done():
@@ -101,6 +99,7 @@ func (l *link3) publish(ctx context.Context, m *Message, seq uint64) (*flight, e
 		if err := tok.Error(); err != nil {
 			return nil, fmt.Errorf("publish %s: %w", m.Topic, err)
 		}
+		f := newFlight(seq, nil)
 		f.complete(nil)
 		return f, nil
 	}

@@ -97,7 +97,11 @@ func (s *sessionStore) path(id uint16) string {
 func (s *sessionStore) Put(id uint16, typ byte, w io.WriterTo) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, exists := s.entries[id]
+	var e storeEntry
+	exists := false
+	if typ != packets.PUBLISH { // a PUBLISH replaces whatever was there
+		e, exists = s.entries[id]
+	}
 	switch {
 	case typ == packets.PUBLISH || !exists:
 		s.order++

@@ -115,6 +115,11 @@ type Queue struct {
 	acked    map[uint64]struct{} // acked but not yet deleted (seq > st.head)
 	closed   bool
 	stats    counters
+
+	// ackedTo: every record with seq in (st.head, ackedTo] is acked (under
+	// mu). In-order acks, the drain's case, only move it; acked holds the
+	// out-of-order ones. Below st.head it means nothing.
+	ackedTo uint64
 }
 
 type counters struct {
@@ -536,7 +541,8 @@ func (q *Queue) read(after uint64, max int, maxBytes int) ([]Record, [][]byte, e
 	if start > last {
 		return nil, nil, nil
 	}
-	var out []Record
+	acks := q.ackView()
+	out := make([]Record, 0, min(uint64(max), last-start+1, 1024))
 	var corrupt [][]byte
 	size := 0
 	// The values of one page are copied into shared slabs: one allocation
@@ -568,7 +574,7 @@ func (q *Queue) read(after uint64, max int, maxBytes int) ([]Record, [][]byte, e
 				continue
 			}
 			seq, _, kerr := parseRecordKey(item.Key())
-			if kerr == nil && q.isAcked(seq) {
+			if kerr == nil && q.isAcked(acks, seq) {
 				continue
 			}
 			val = nil
@@ -598,7 +604,27 @@ func (q *Queue) read(after uint64, max int, maxBytes int) ([]Record, [][]byte, e
 	return out, corrupt, nil
 }
 
-func (q *Queue) isAcked(seq uint64) bool {
+// ackView is a snapshot of which records are acked; acks only ever
+// add to it, so a stale view only misses recent acks.
+type ackView struct {
+	to  uint64 // every seq in (head, to] is acked
+	ooo bool   // out-of-order acks exist: look them up in q.acked
+}
+
+func (q *Queue) ackView() ackView {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return ackView{to: q.ackedTo, ooo: len(q.acked) > 0}
+}
+
+// isAcked reports whether seq (> head) is acked, as of v or later.
+func (q *Queue) isAcked(v ackView, seq uint64) bool {
+	if seq <= v.to {
+		return true
+	}
+	if !v.ooo {
+		return false
+	}
 	q.mu.Lock()
 	_, ok := q.acked[seq]
 	q.mu.Unlock()
@@ -616,8 +642,21 @@ func (q *Queue) Ack(seqs ...uint64) error {
 		q.mu.Unlock()
 		return ErrClosed
 	}
+	q.ackedTo = max(q.ackedTo, q.st.head)
 	for _, s := range seqs {
-		if s > q.st.head && s <= q.st.lastSeq {
+		switch {
+		case s <= q.ackedTo || s > q.st.lastSeq:
+			// Already acked, removed, or unknown.
+		case s == q.ackedTo+1:
+			q.ackedTo++
+			for len(q.acked) > 0 {
+				if _, ok := q.acked[q.ackedTo+1]; !ok {
+					break
+				}
+				delete(q.acked, q.ackedTo+1)
+				q.ackedTo++
+			}
+		default:
 			q.acked[s] = struct{}{}
 		}
 	}
@@ -637,6 +676,9 @@ func (q *Queue) Ack(seqs ...uint64) error {
 func (q *Queue) ackFlushNeeded() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.ackedTo > q.st.head {
+		return true
+	}
 	_, next := q.acked[q.st.head+1]
 	return next || len(q.acked) >= q.ackLimit
 }
@@ -754,6 +796,7 @@ const (
 // Records missing between the head and that record (deleted out of order)
 // are skipped by moving the head. Call with wmu held.
 func (q *Queue) removeFront(w *writer, values bool, decide func(seq uint64, n int, value []byte) dropReason) (err error) {
+	acks := q.ackView()
 	return q.db.View(func(txn *badger.Txn) error {
 		opts := badger.IteratorOptions{Prefix: []byte{recordPrefix}, PrefetchValues: values, PrefetchSize: 64}
 		it := txn.NewIterator(opts)
@@ -771,10 +814,7 @@ func (q *Queue) removeFront(w *writer, values bool, decide func(seq uint64, n in
 				continue
 			}
 			reason := reasonAck
-			q.mu.Lock()
-			_, acked := q.acked[seq]
-			q.mu.Unlock()
-			if !acked {
+			if !q.isAcked(acks, seq) {
 				var v []byte
 				if values {
 					if v, err = item.ValueCopy(nil); err != nil {

@@ -915,3 +915,37 @@ func TestAppendBatchAsync(t *testing.T) {
 		t.Errorf("outcomes over a 64 KiB quota: first %v, last %v; want nil then ErrFull", errs[0], errs[len(errs)-1])
 	}
 }
+
+// TestAckWatermark mixes in-order acks (which only move a watermark) with
+// out-of-order ones (kept in a map) and checks that Read and the head see
+// both.
+func TestAckWatermark(t *testing.T) {
+	q := openTest(t, t.TempDir(), testConfig())
+	appendN(t, q, 0, 12)
+	steps := []struct {
+		acks     []uint64
+		wantRead []uint64
+		wantHead uint64
+	}{
+		{[]uint64{3, 4}, []uint64{1, 2, 5, 6, 7, 8, 9, 10, 11, 12}, 0},
+		{[]uint64{1}, []uint64{2, 5, 6, 7, 8, 9, 10, 11, 12}, 1},
+		{[]uint64{2}, []uint64{5, 6, 7, 8, 9, 10, 11, 12}, 4},  // absorbs 3 and 4
+		{[]uint64{7, 5, 6}, []uint64{8, 9, 10, 11, 12}, 7},     // out of order within one call
+		{[]uint64{1, 7, 13, 0}, []uint64{8, 9, 10, 11, 12}, 7}, // acked, removed, unknown: no-ops
+		{[]uint64{8, 9, 10, 11, 12}, []uint64{}, 12},
+	}
+	for i, s := range steps {
+		if err := q.Ack(s.acks...); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(s.wantRead, seqsOf(readAll(t, q, 0))); diff != "" {
+			t.Errorf("step %d: read (-want +got):\n%s", i, diff)
+		}
+		if st := q.Stats(); st.Head != s.wantHead {
+			t.Errorf("step %d: head %d, want %d", i, st.Head, s.wantHead)
+		}
+	}
+	if st := q.Stats(); st.Messages != 0 || st.Bytes != 0 || st.Acked != 12 {
+		t.Errorf("after acking all: %+v", st)
+	}
+}
