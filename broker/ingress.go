@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"sync"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -41,15 +42,14 @@ func (b *Broker) ingestSync(m *Message) error {
 // Asynchronous acknowledgements. A client's reading goroutine must not wait
 // for the disk: a client with 64 publishes in flight would then have only
 // one of them in each group commit. So a network publish that Ingress
-// queued is taken out of mochi's handling (OnPublish returns
-// ErrRejectPacket: nothing is acknowledged or delivered) and put on the
-// client's ingress line. The line's goroutine waits for each message in
-// turn and then hands it back to mochi with InjectPacket, marked as
-// ingested, which acknowledges and delivers it as mochi would have
-// (retained, QoS 2 state, back-pressure) — in the order the client sent
-// them, also when some are refused. The reading goroutine meanwhile goes on
-// reading; it blocks only when the line is full (receive_maximum
-// messages), which holds the client back through TCP.
+// queued is taken out of mochi's handling (see takeOver: nothing is
+// acknowledged or delivered) and put on the client's ingress line. The
+// line's goroutine waits for each message in turn and then acknowledges and
+// delivers it as mochi would have (retained, QoS 2 state, back-pressure) —
+// in the order the client sent them, also when some are refused. The
+// reading goroutine meanwhile goes on reading; it blocks only when the line
+// is full (receive_maximum messages), which holds the client back through
+// TCP.
 //
 // While a line has messages pending, everything the client publishes goes
 // through it (also messages Ingress has nothing to wait for), so that
@@ -59,15 +59,44 @@ func (b *Broker) ingestSync(m *Message) error {
 // locally (it is forwarded upstream too), without an acknowledgement, so the
 // publisher sends it again if its session survives (a duplicate, never a
 // loss).
+//
+// How the line answers a durable message (see deliverIngested). A retained
+// message and a QoS 2 message are handed back to mochi with InjectPacket
+// on the client, marked as ingested, and mochi processes them a second
+// time: it retains before it acknowledges and keeps the QoS 2 state
+// (PUBREC in flight until PUBREL, stored for persistent sessions). Every
+// other message — QoS 1 and QoS 0, not retained: nearly all of them — takes
+// a shorter way that does what mochi's second pass would have done, in the
+// same order, without running the packet through mochi's checks again
+// (they passed when it was read): the policy's back-pressure wait, then the
+// PUBACK written through the client (mochi's encoder, hooks and counters),
+// then the delivery, by InjectPacket on an inline client with the
+// publisher's id (the twin), which makes mochi publish to subscribers with
+// the publisher as origin (no-local holds) and nothing else. What the short
+// way leaves out is the PUBACK's brief stay in mochi's in-flight map
+// (added and removed around the write, and for a persistent session written
+// to and deleted from the store), which no one can observe.
 type ingressLine struct {
 	ch      chan *ingested // pointers: a packet is 800 bytes, the channel holds receive_maximum
 	pending atomic.Int64   // queued and not yet acknowledged or refused
 	done    chan struct{}
+	running bool   // the goroutine is started; the reading goroutine's
+	user    string // the client's username, converted once
 }
 
 type ingested struct {
 	pk packets.Packet
-	st Stored // nil: nothing to wait for
+	m  Message // what Ingress saw (kept here so that it needs no allocation)
+	st Stored  // nil: nothing to wait for
+}
+
+// ingestedPool recycles ingested entries: one per message otherwise, the
+// largest allocation of a durable publish.
+var ingestedPool = sync.Pool{New: func() any { return new(ingested) }}
+
+func putIngested(in *ingested) {
+	*in = ingested{} // drop references to the payload and the Stored
+	ingestedPool.Put(in)
 }
 
 // ingestedMark tags a publish handed back to mochi by a line, so that
@@ -83,47 +112,54 @@ func isIngested(pk *packets.Packet) bool {
 // returns queued=true when the message went on the client's line (mochi must
 // leave it alone); otherwise mochi goes on as usual, unless err is set
 // (refused).
-func (b *Broker) ingestNetwork(cl *mqtt.Client, pk packets.Packet) (queued bool, err error) {
-	m := messageFrom(pk)
-	m.Origin = cl.ID
-	m.Username = string(cl.Properties.Username)
-	st, err := b.ingress(&m)
+func (b *Broker) ingestNetwork(cl *mqtt.Client, pk *packets.Packet) (queued bool, err error) {
+	line := b.line(cl)
+	in := ingestedPool.Get().(*ingested)
+	in.m = messageFrom(*pk)
+	in.m.Origin = cl.ID
+	in.m.Username = line.user
+	st, err := b.ingress(&in.m)
 
-	var line *ingressLine
-	if v, ok := b.lines.Load(cl); ok {
-		line = v.(*ingressLine)
-	}
-	idle := line == nil || line.pending.Load() == 0
+	idle := line.pending.Load() == 0
 	switch {
 	case err != nil && idle:
+		putIngested(in)
 		return false, err
 	case err != nil:
 		st = refused{err} // answered in its turn
 	case st == nil && idle:
+		putIngested(in)
 		return false, nil
 	}
-	if line == nil {
-		line = b.startLine(cl)
+	if !line.running {
+		line.running = true
+		go b.runLine(cl, line)
 	}
+	in.pk = *pk
 	// The topic alias is resolved already; the line's copy must not set it
 	// again (the client may have changed it meanwhile).
-	pk.Properties.TopicAliasFlag = false
-	pk.Properties.TopicAlias = 0
-	pk.Filters = ingestedMark
+	in.pk.Properties.TopicAliasFlag = false
+	in.pk.Properties.TopicAlias = 0
+	in.pk.Filters = ingestedMark
+	in.st = st
 	line.pending.Add(1)
-	line.ch <- &ingested{pk: pk, st: st}
+	line.ch <- in
 	return true, nil
 }
 
-// startLine creates and starts cl's line. Only cl's reading goroutine calls
-// it; closeLine ends the line from the same goroutine.
-func (b *Broker) startLine(cl *mqtt.Client) *ingressLine {
+// line returns cl's line, creating it (not yet running) on cl's first
+// publish. Only cl's reading goroutine calls it; closeLine ends the line
+// from the same goroutine.
+func (b *Broker) line(cl *mqtt.Client) *ingressLine {
+	if v, ok := b.lines.Load(cl); ok {
+		return v.(*ingressLine)
+	}
 	l := &ingressLine{
 		ch:   make(chan *ingested, max(b.cfg.Limits.ReceiveMaximum, 1)),
 		done: make(chan struct{}),
+		user: string(cl.Properties.Username),
 	}
 	b.lines.Store(cl, l)
-	go b.runLine(cl, l)
 	return l
 }
 
@@ -131,14 +167,17 @@ func (b *Broker) startLine(cl *mqtt.Client) *ingressLine {
 func (b *Broker) closeLine(cl *mqtt.Client) {
 	if v, ok := b.lines.LoadAndDelete(cl); ok {
 		l := v.(*ingressLine)
-		close(l.ch)
-		<-l.done
+		if l.running {
+			close(l.ch)
+			<-l.done
+		}
 	}
 }
 
 func (b *Broker) runLine(cl *mqtt.Client, l *ingressLine) {
 	defer close(l.done)
 	h := &policy{b: b}
+	var twin *mqtt.Client
 	// Acknowledgements of messages that became durable together (one group
 	// commit) leave in one write: the line holds the client's writes while
 	// it works through messages that are ready, and lets them go before it
@@ -177,10 +216,24 @@ func (b *Broker) runLine(cl *mqtt.Client, l *ingressLine) {
 		if err != nil {
 			_ = h.reject(cl, in.pk, err)
 		} else {
-			b.deliverIngested(cl, in.pk)
+			if twin == nil {
+				twin = b.twin(cl)
+			}
+			b.deliverIngested(h, cl, twin, &in.pk)
 		}
 		l.pending.Add(-1)
+		putIngested(in)
 	}
+}
+
+// twin returns an inline client with cl's id, username and protocol
+// version: delivering a message through it makes mochi publish it to
+// subscribers with cl as the origin, and do nothing else.
+func (b *Broker) twin(cl *mqtt.Client) *mqtt.Client {
+	t := b.srv.Load().NewClient(nil, mqtt.LocalListener, cl.ID, true)
+	t.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
+	t.Properties.Username = cl.Properties.Username
+	return t
 }
 
 // ackHolder is implemented by the connection wrapper that batches
@@ -189,12 +242,16 @@ type ackHolder interface {
 	holdAcks(on bool)
 }
 
-// deliverIngested hands a durable message back to mochi to be acknowledged
-// and delivered.
-func (b *Broker) deliverIngested(cl *mqtt.Client, pk packets.Packet) {
+// deliverIngested acknowledges (if cl is still connected) and delivers a
+// durable message, as mochi would have (see ingressLine). pk carries
+// ingestedMark.
+func (b *Broker) deliverIngested(h *policy, cl, twin *mqtt.Client, pk *packets.Packet) {
 	srv := b.srv.Load()
-	if !cl.Closed() {
-		err := srv.InjectPacket(cl, pk)
+	if pk.FixedHeader.Qos > 0 {
+		h.waitForRoom(cl, pk.TopicName)
+	}
+	if !cl.Closed() && (pk.FixedHeader.Retain || pk.FixedHeader.Qos == 2) {
+		err := srv.InjectPacket(cl, *pk)
 		if err == nil {
 			b.uncount(srv)
 			return
@@ -203,15 +260,20 @@ func (b *Broker) deliverIngested(cl *mqtt.Client, pk packets.Packet) {
 			b.log.Debug("acknowledging a stored publish failed", "client", cl.ID, "topic", pk.TopicName, "error", err)
 			return
 		}
+		// Gone meanwhile: deliver without an acknowledgement.
+	} else if pk.FixedHeader.Qos == 1 && !cl.Closed() {
+		// What mochi's processPublish does for a QoS 1 message, less the
+		// in-flight entry it adds and removes around the write.
+		_ = cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Puback},
+			PacketID:    pk.PacketID,
+			ReasonCode:  packets.CodeSuccess.Code,
+		})
 	}
-	// No one to acknowledge: deliver as the publisher, through an inline
-	// client of the same id (no-local and origins still apply).
-	pk.Filters = nil
-	inl := srv.NewClient(nil, mqtt.LocalListener, cl.ID, true)
-	inl.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
-	inl.Properties.Username = cl.Properties.Username
-	if err := srv.InjectPacket(inl, pk); err != nil {
-		b.log.Debug("delivering a publish of a disconnected client failed", "client", cl.ID, "topic", pk.TopicName, "error", err)
+	// Deliver as the publisher (no-local and origins apply), through the
+	// twin: mochi retains it if asked and publishes it to subscribers.
+	if err := srv.InjectPacket(twin, *pk); err != nil {
+		b.log.Debug("delivering a stored publish failed", "client", cl.ID, "topic", pk.TopicName, "error", err)
 		return
 	}
 	b.uncount(srv)
