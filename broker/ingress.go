@@ -247,8 +247,9 @@ type ackHolder interface {
 // ingestedMark.
 func (b *Broker) deliverIngested(h *policy, cl, twin *mqtt.Client, pk *packets.Packet) {
 	srv := b.srv.Load()
+	plan := b.rooms.plan(srv, pk.TopicName)
 	if pk.FixedHeader.Qos > 0 {
-		h.waitForRoom(cl, pk.TopicName)
+		h.waitForRoomPlan(cl, plan)
 	}
 	if !cl.Closed() && (pk.FixedHeader.Retain || pk.FixedHeader.Qos == 2) {
 		err := srv.InjectPacket(cl, *pk)
@@ -269,6 +270,9 @@ func (b *Broker) deliverIngested(h *policy, cl, twin *mqtt.Client, pk *packets.P
 			PacketID:    pk.PacketID,
 			ReasonCode:  packets.CodeSuccess.Code,
 		})
+	}
+	if plan.nobody && !pk.FixedHeader.Retain {
+		return // no one to deliver to (the twin would only count it)
 	}
 	// Deliver as the publisher (no-local and origins apply), through the
 	// twin: mochi retains it if asked and publishes it to subscribers.

@@ -378,8 +378,12 @@ func (h *policy) reject(cl *mqtt.Client, pk packets.Packet, err error) error {
 // come from a per-topic cache (roomCache); when all have room it neither
 // allocates nor starts a timer.
 func (h *policy) waitForRoom(pub *mqtt.Client, topic string) {
+	h.waitForRoomPlan(pub, h.b.rooms.plan(h.srv(), topic))
+}
+
+// waitForRoomPlan is waitForRoom with the topic's plan at hand.
+func (h *policy) waitForRoomPlan(pub *mqtt.Client, p *roomPlan) {
 	srv := h.srv()
-	p := h.b.rooms.plan(srv, topic)
 	w := roomWait{h: h}
 	defer w.stop()
 	for _, id := range p.clients {
