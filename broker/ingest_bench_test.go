@@ -22,13 +22,17 @@ import (
 // b.N is the number of publishes; cpu-µs/msg is the CPU of the whole
 // process (broker, minimal MQTT 3.1.1 clients and the simulated store) per
 // acknowledged publish.
+//
+// The "persistent" case has publishers with persistent sessions (MQTT 3.1.1
+// clean session false), whose in-flight state mochi keeps in its store.
 func BenchmarkIngest(b *testing.B) {
 	for _, pubs := range []int{8, 1} {
-		b.Run(fmt.Sprintf("pubs%d", pubs), func(b *testing.B) { benchIngest(b, pubs, 64/pubs) })
+		b.Run(fmt.Sprintf("pubs%d", pubs), func(b *testing.B) { benchIngest(b, pubs, 64/pubs, true) })
 	}
+	b.Run("pubs8-persistent", func(b *testing.B) { benchIngest(b, 8, 8, false) })
 }
 
-func benchIngest(b *testing.B, pubs, window int) {
+func benchIngest(b *testing.B, pubs, window int, clean bool) {
 	const payload = 64
 	st := newBenchStore(300 * time.Microsecond)
 	b.Cleanup(st.close) // after the broker has stopped
@@ -40,7 +44,12 @@ func benchIngest(b *testing.B, pubs, window int) {
 	addr := r.addr(0)
 	var conns []*benchConn
 	for i := range pubs {
-		conns = append(conns, dialBench(b, addr, fmt.Sprintf("pub%d", i), window))
+		id := fmt.Sprintf("pub%d", i)
+		connect := rawConnect("MQTT", 4, id)
+		if !clean {
+			connect[9] = 0 // connect flags: clean session off
+		}
+		conns = append(conns, dialBenchConnect(b, addr, id, connect, window))
 	}
 	per := b.N / pubs
 	b.ResetTimer()
