@@ -167,7 +167,9 @@ type Broker struct {
 	log     *slog.Logger
 	dataDir string
 	ingress IngressFunc
-	lines   sync.Map // *mqtt.Client → *ingressLine
+	lines   sync.Map  // *mqtt.Client → *ingressLine
+	entries sync.Pool // *ingested, recycled by the ingress lines
+	twins   sync.Pool // *mqtt.Client, see deliverAs
 	auth    atomic.Pointer[authPlan]
 	ready   chan struct{}
 

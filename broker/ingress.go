@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"sync"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -60,27 +59,31 @@ func (b *Broker) ingestSync(m *Message) error {
 // publisher sends it again if its session survives (a duplicate, never a
 // loss).
 //
-// How the line answers a durable message (see deliverIngested). A retained
-// message and a QoS 2 message are handed back to mochi with InjectPacket
-// on the client, marked as ingested, and mochi processes them a second
-// time: it retains before it acknowledges and keeps the QoS 2 state
-// (PUBREC in flight until PUBREL, stored for persistent sessions). Every
-// other message — QoS 1 and QoS 0, not retained: nearly all of them — takes
-// a shorter way that does what mochi's second pass would have done, in the
-// same order, without running the packet through mochi's checks again
-// (they passed when it was read): the policy's back-pressure wait, then the
-// PUBACK written through the client (mochi's encoder, hooks and counters),
-// then the delivery, by InjectPacket on an inline client with the
-// publisher's id (the twin), which makes mochi publish to subscribers with
-// the publisher as origin (no-local holds) and nothing else. What the short
-// way leaves out is the PUBACK's brief stay in mochi's in-flight map
-// (added and removed around the write, and for a persistent session written
-// to and deleted from the store), which no one can observe.
+// How the line answers a durable message (see deliverIngested). First it
+// waits for room at the subscribers (the policy's back-pressure, which
+// mochi would run in OnPublish). Then a retained message and a QoS 2
+// message are handed back to mochi with InjectPacket on the client, marked
+// as ingested, and mochi processes them a second time: it retains before
+// it acknowledges and keeps the QoS 2 state (PUBREC in flight until
+// PUBREL, stored for persistent sessions). Every other message — QoS 1 and
+// QoS 0, not retained: nearly all of them — takes a shorter way that does
+// what mochi's second pass would have done, in the same order, without
+// running the packet through mochi's checks again (they passed when it was
+// read): the PUBACK written through the client (mochi's encoder, hooks and
+// counters), then the delivery through an inline client with the
+// publisher's id (deliverAs), which makes mochi publish to subscribers with
+// the publisher as origin (no-local holds) and nothing else — skipped when
+// no subscription of any kind matches the topic (roomPlan.nobody). What
+// the short way leaves out is the PUBACK's brief stay in mochi's in-flight
+// map: added and removed around the write, which no one can observe, but
+// for a persistent session written to and deleted from the broker's store,
+// two fsync'd transactions per message that made such publishers 60 times
+// slower (BenchmarkIngest/pubs8-persistent).
 type ingressLine struct {
 	ch      chan *ingested // pointers: a packet is 800 bytes, the channel holds receive_maximum
 	pending atomic.Int64   // queued and not yet acknowledged or refused
 	done    chan struct{}
-	running bool   // the goroutine is started; the reading goroutine's
+	running bool   // the line's goroutine is started (set by the reading goroutine)
 	user    string // the client's username, converted once
 }
 
@@ -90,13 +93,18 @@ type ingested struct {
 	st Stored  // nil: nothing to wait for
 }
 
-// ingestedPool recycles ingested entries: one per message otherwise, the
-// largest allocation of a durable publish.
-var ingestedPool = sync.Pool{New: func() any { return new(ingested) }}
+// getIngested returns an empty entry from b.entries, which recycles them:
+// one per message otherwise, the largest allocation of a durable publish.
+func (b *Broker) getIngested() *ingested {
+	if in, ok := b.entries.Get().(*ingested); ok {
+		return in
+	}
+	return new(ingested)
+}
 
-func putIngested(in *ingested) {
+func (b *Broker) putIngested(in *ingested) {
 	*in = ingested{} // drop references to the payload and the Stored
-	ingestedPool.Put(in)
+	b.entries.Put(in)
 }
 
 // ingestedMark tags a publish handed back to mochi by a line, so that
@@ -114,7 +122,7 @@ func isIngested(pk *packets.Packet) bool {
 // (refused).
 func (b *Broker) ingestNetwork(cl *mqtt.Client, pk *packets.Packet) (queued bool, err error) {
 	line := b.line(cl)
-	in := ingestedPool.Get().(*ingested)
+	in := b.getIngested()
 	in.m = messageFrom(*pk)
 	in.m.Origin = cl.ID
 	in.m.Username = line.user
@@ -123,12 +131,12 @@ func (b *Broker) ingestNetwork(cl *mqtt.Client, pk *packets.Packet) (queued bool
 	idle := line.pending.Load() == 0
 	switch {
 	case err != nil && idle:
-		putIngested(in)
+		b.putIngested(in)
 		return false, err
 	case err != nil:
 		st = refused{err} // answered in its turn
 	case st == nil && idle:
-		putIngested(in)
+		b.putIngested(in)
 		return false, nil
 	}
 	if !line.running {
@@ -177,7 +185,6 @@ func (b *Broker) closeLine(cl *mqtt.Client) {
 func (b *Broker) runLine(cl *mqtt.Client, l *ingressLine) {
 	defer close(l.done)
 	h := &policy{b: b}
-	var twin *mqtt.Client
 	// Acknowledgements of messages that became durable together (one group
 	// commit) leave in one write: the line holds the client's writes while
 	// it works through messages that are ready, and lets them go before it
@@ -216,24 +223,36 @@ func (b *Broker) runLine(cl *mqtt.Client, l *ingressLine) {
 		if err != nil {
 			_ = h.reject(cl, in.pk, err)
 		} else {
-			if twin == nil {
-				twin = b.twin(cl)
-			}
-			b.deliverIngested(h, cl, twin, &in.pk)
+			b.deliverIngested(h, cl, &in.pk)
 		}
 		l.pending.Add(-1)
-		putIngested(in)
+		b.putIngested(in)
 	}
 }
 
-// twin returns an inline client with cl's id, username and protocol
-// version: delivering a message through it makes mochi publish it to
-// subscribers with cl as the origin, and do nothing else.
-func (b *Broker) twin(cl *mqtt.Client) *mqtt.Client {
-	t := b.srv.Load().NewClient(nil, mqtt.LocalListener, cl.ID, true)
+// deliverAs makes mochi publish pk to its subscribers as if cl had sent
+// it, and do nothing else: it injects pk through an inline client with
+// cl's id, username and protocol version (the twin), so that no-local and
+// the origin apply as for cl.
+//
+// Twins are pooled in b.twins. A twin is used by one goroutine at a time,
+// and mochi keeps no reference to the client of an injected packet once
+// InjectPacket has returned (it is not in the client list; deliveries copy
+// the packet). Pooled rather than one per line because mochi gives every
+// client an outbound queue of max_queued_messages + max_inflight slots (24
+// KiB by default), which a twin never uses.
+func (b *Broker) deliverAs(srv *mqtt.Server, cl *mqtt.Client, pk *packets.Packet) error {
+	t, _ := b.twins.Get().(*mqtt.Client)
+	if t == nil {
+		t = srv.NewClient(nil, mqtt.LocalListener, cl.ID, true)
+	}
+	t.ID = cl.ID
 	t.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
 	t.Properties.Username = cl.Properties.Username
-	return t
+	err := srv.InjectPacket(t, *pk)
+	t.Properties.Username = nil
+	b.twins.Put(t)
+	return err
 }
 
 // ackHolder is implemented by the connection wrapper that batches
@@ -245,7 +264,7 @@ type ackHolder interface {
 // deliverIngested acknowledges (if cl is still connected) and delivers a
 // durable message, as mochi would have (see ingressLine). pk carries
 // ingestedMark.
-func (b *Broker) deliverIngested(h *policy, cl, twin *mqtt.Client, pk *packets.Packet) {
+func (b *Broker) deliverIngested(h *policy, cl *mqtt.Client, pk *packets.Packet) {
 	srv := b.srv.Load()
 	plan := b.rooms.plan(srv, pk.TopicName)
 	if pk.FixedHeader.Qos > 0 {
@@ -276,7 +295,7 @@ func (b *Broker) deliverIngested(h *policy, cl, twin *mqtt.Client, pk *packets.P
 	}
 	// Deliver as the publisher (no-local and origins apply), through the
 	// twin: mochi retains it if asked and publishes it to subscribers.
-	if err := srv.InjectPacket(twin, *pk); err != nil {
+	if err := b.deliverAs(srv, cl, pk); err != nil {
 		b.log.Debug("delivering a stored publish failed", "client", cl.ID, "topic", pk.TopicName, "error", err)
 		return
 	}
