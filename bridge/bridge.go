@@ -217,33 +217,51 @@ func (b *Bridge) IngestAsync(m Message) (*Ingestion, error) {
 	if m.Origin == Origin {
 		return nil, nil
 	}
-	var data [][]byte
+	var (
+		in       *Ingestion
+		data     [][]byte
+		accepted time.Time
+	)
 	for i, r := range b.routes.Load().fwd {
 		if !match(r.filter, m.Topic) {
 			continue
 		}
-		up := m
-		up.Origin = ""
-		up.Topic = r.prefix + m.Topic
-		up.QoS = min(m.QoS, r.qos)
-		if len(up.Topic) > 65535 {
+		if len(r.prefix)+len(m.Topic) > 65535 {
 			b.st.dropInvalid.Add(1)
 			continue
 		}
+		qos := min(m.QoS, r.qos)
 		if m.QoS == 0 && !r.bufferQoS0 {
+			up := m
+			up.Origin = ""
+			up.Topic = r.prefix + m.Topic
+			up.QoS = qos
 			b.forwardLive(up)
 			continue
 		}
-		data = append(data, encodeRecord(&record{Route: uint16(i), Accepted: time.Now(), Msg: up}))
+		if accepted.IsZero() {
+			accepted = time.Now()
+		}
+		rec := encodeForward(uint16(i), accepted, r.prefix, qos, &m)
+		if in == nil {
+			// One allocation for the Ingestion and the batch of the
+			// usual single route.
+			in = &Ingestion{b: b, topic: m.Topic}
+			in.one[0] = rec
+			data = in.one[:1:1]
+		} else {
+			data = append(data, rec)
+		}
 	}
-	if len(data) == 0 {
+	if in == nil {
 		return nil, nil
 	}
 	p, err := b.q.AppendBatchAsync(data)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: forward %s: %w", m.Topic, err)
 	}
-	return &Ingestion{b: b, p: p, n: len(data), topic: m.Topic}, nil
+	in.p, in.n = p, len(data)
+	return in, nil
 }
 
 // Ingestion is a message queued by IngestAsync.
@@ -252,6 +270,7 @@ type Ingestion struct {
 	p     *buffer.Pending
 	n     int
 	topic string
+	one   [1][]byte // the batch of a message with one buffered route
 	once  sync.Once
 	err   error
 }

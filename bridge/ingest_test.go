@@ -1,9 +1,11 @@
 package bridge
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/fieldgate/fieldgate/buffer"
 	"github.com/google/go-cmp/cmp"
@@ -89,5 +91,34 @@ func TestIngestAsync(t *testing.T) {
 	}
 	if s := fb.Stats(); s.Rejected != 1 {
 		t.Errorf("rejected = %d, want 1", s.Rejected)
+	}
+}
+
+// encodeForward stores what encodeRecord stores for the message as mapped
+// to its route (topic prefixed, QoS capped), every field included.
+func TestEncodeForward(t *testing.T) {
+	t.Parallel()
+	m := Message{
+		Topic: "myhome/a", Payload: []byte("21.5"), QoS: 2, Retain: true, Origin: "dev",
+		ContentType: "text/plain", ResponseTopic: "myhome/r", CorrelationData: []byte{1, 2},
+		UserProperties: []UserProperty{{"k", "v"}, {"unit", "°C"}}, MessageExpiry: 60,
+	}
+	accepted := time.Unix(1700000000, 123456789)
+	for _, prefix := range []string{"", "sites/gw1/"} {
+		up := m
+		up.Origin = ""
+		up.Topic = prefix + m.Topic
+		up.QoS = 1
+		want := encodeRecord(&record{Route: 3, Accepted: accepted, Msg: up})
+		if got := encodeForward(3, accepted, prefix, 1, &m); !bytes.Equal(got, want) {
+			t.Errorf("prefix %q: encodeForward = %x, want %x", prefix, got, want)
+		}
+		r, err := decodeRecord(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(record{Route: 3, Accepted: accepted, Msg: up}, r); diff != "" {
+			t.Errorf("prefix %q: decoded (-want +got):\n%s", prefix, diff)
+		}
 	}
 }

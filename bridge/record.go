@@ -55,8 +55,15 @@ const recordVersion = 1
 var errCorrupt = errors.New("corrupt record")
 
 func encodeRecord(r *record) []byte {
-	m := &r.Msg
-	n := 32 + len(m.Topic) + len(m.Payload) + len(m.ContentType) + len(m.ResponseTopic) + len(m.CorrelationData)
+	return encodeForward(r.Route, r.Accepted, "", r.Msg.QoS, &r.Msg)
+}
+
+// encodeForward encodes the record of m accepted for a forward route: as
+// encodeRecord(&record{route, accepted, m}) with m's topic prefixed by
+// prefix and its QoS replaced by qos, without building that message (the
+// ingest path would otherwise allocate the upstream topic for nothing).
+func encodeForward(route uint16, accepted time.Time, prefix string, qos byte, m *Message) []byte {
+	n := 32 + len(prefix) + len(m.Topic) + len(m.Payload) + len(m.ContentType) + len(m.ResponseTopic) + len(m.CorrelationData)
 	for _, p := range m.UserProperties {
 		n += 4 + len(p.Key) + len(p.Value)
 	}
@@ -65,11 +72,12 @@ func encodeRecord(r *record) []byte {
 	if m.Retain {
 		flags |= 1
 	}
-	b = append(b, recordVersion, flags, m.QoS)
-	b = binary.AppendUvarint(b, uint64(r.Route))
-	b = binary.AppendVarint(b, r.Accepted.UnixNano())
+	b = append(b, recordVersion, flags, qos)
+	b = binary.AppendUvarint(b, uint64(route))
+	b = binary.AppendVarint(b, accepted.UnixNano())
 	b = binary.AppendUvarint(b, uint64(m.MessageExpiry))
-	b = appendBytes(b, []byte(m.Topic))
+	b = binary.AppendUvarint(b, uint64(len(prefix)+len(m.Topic)))
+	b = append(append(b, prefix...), m.Topic...)
 	b = appendBytes(b, m.Payload)
 	b = appendBytes(b, []byte(m.ContentType))
 	b = appendBytes(b, []byte(m.ResponseTopic))

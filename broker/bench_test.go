@@ -174,6 +174,12 @@ type benchConn struct {
 
 func dialBench(b *testing.B, addr, id string, window int) *benchConn {
 	b.Helper()
+	return dialBenchConnect(b, addr, id, rawConnect("MQTT", 4, id), window)
+}
+
+// dialBenchConnect is dialBench with the CONNECT packet to send.
+func dialBenchConnect(b *testing.B, addr, id string, connect []byte, window int) *benchConn {
+	b.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
@@ -189,7 +195,7 @@ func dialBench(b *testing.B, addr, id string, window int) *benchConn {
 	for i := range window {
 		c.ids <- uint16(i + 1)
 	}
-	if _, err := conn.Write(rawConnect("MQTT", 4, id)); err != nil {
+	if _, err := conn.Write(connect); err != nil {
 		b.Fatal(err)
 	}
 	if h, _, err := benchRead(c.br); err != nil || h>>4 != 2 {

@@ -167,7 +167,9 @@ type Broker struct {
 	log     *slog.Logger
 	dataDir string
 	ingress IngressFunc
-	lines   sync.Map // *mqtt.Client → *ingressLine
+	lines   sync.Map  // *mqtt.Client → *ingressLine
+	entries sync.Pool // *ingested, recycled by the ingress lines
+	twins   sync.Pool // *mqtt.Client, see deliverAs
 	auth    atomic.Pointer[authPlan]
 	ready   chan struct{}
 
@@ -595,7 +597,7 @@ func (b *Broker) Stats() Stats {
 // lines to Debug and notices when mochi's event loop goroutine (started by
 // Serve and not waited for by Close) has returned, from its last log line (a
 // Debug line, let through once closing is set: mochi logs a Debug line for
-// every publish the policy takes over, too costly to build for nothing).
+// every publish a hook refuses, too costly to build for nothing).
 type loopWatch struct {
 	slog.Handler
 	halted  chan struct{}

@@ -298,24 +298,44 @@ func (h *policy) srv() *mqtt.Server { return h.b.srv.Load() }
 
 // OnPublish runs for every accepted publish before it is acknowledged or
 // delivered: Ingress for network clients (in-process Publish calls Ingress
-// itself), then back-pressure.
+// itself), then back-pressure. A publish handed back by a client's ingress
+// line is durable already, and the line has waited for room.
 func (h *policy) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	switch {
 	case isIngested(&pk):
-		pk.Filters = nil // handed back by the client's ingress line: stored already
+		pk.Filters = nil
+		return pk, nil
 	case !cl.Net.Inline && h.b.ingress != nil:
-		queued, err := h.b.ingestNetwork(cl, pk)
+		queued, err := h.b.ingestNetwork(cl, &pk)
 		if err != nil {
 			return pk, h.reject(cl, pk, err)
 		}
 		if queued {
-			return pk, packets.ErrRejectPacket // the line acknowledges and delivers it
+			return takeOver(pk), nil // the line acknowledges and delivers it
 		}
 	}
 	if pk.FixedHeader.Qos > 0 {
 		h.waitForRoom(cl, pk.TopicName)
 	}
 	return pk, nil
+}
+
+// takeOver returns what OnPublish hands back to mochi for a publish the
+// client's ingress line has taken: a QoS 0, not retained, ignored copy, for
+// which mochi's processPublish acknowledges nothing, retains nothing and
+// publishes to no one (publishToSubscribers returns at once for an ignored
+// packet). The obvious packets.ErrRejectPacket does the same but costs
+// mochi a copy of the whole packet on the heap for a Debug log line that it
+// builds whether or not Debug is enabled — the largest allocation of every
+// durable publish.
+func takeOver(pk packets.Packet) packets.Packet {
+	return packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   pk.TopicName,
+		Origin:      pk.Origin,
+		Created:     pk.Created,
+		Ignore:      true,
+	}
 }
 
 // reject answers a publish that Ingress refused (see Options.Ingress).
@@ -358,8 +378,12 @@ func (h *policy) reject(cl *mqtt.Client, pk packets.Packet, err error) error {
 // come from a per-topic cache (roomCache); when all have room it neither
 // allocates nor starts a timer.
 func (h *policy) waitForRoom(pub *mqtt.Client, topic string) {
+	h.waitForRoomPlan(pub, h.b.rooms.plan(h.srv(), topic))
+}
+
+// waitForRoomPlan is waitForRoom with the topic's plan at hand.
+func (h *policy) waitForRoomPlan(pub *mqtt.Client, p *roomPlan) {
 	srv := h.srv()
-	p := h.b.rooms.plan(srv, topic)
 	w := roomWait{h: h}
 	defer w.stop()
 	for _, id := range p.clients {

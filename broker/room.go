@@ -8,10 +8,15 @@ import (
 
 // roomPlan is what the delivery flow control (policy.waitForRoom) needs to
 // know about one topic: the ids of the subscribers that receive it at QoS
-// 1/2, and of the members of each shared-subscription group that do.
+// 1/2, and of the members of each shared-subscription group that do. It
+// also tells the ingress lines whether a message on the topic has anyone
+// to go to at all.
 type roomPlan struct {
 	clients []string
 	groups  [][]string
+	// nobody: no subscription of any kind (client, shared or in-process)
+	// matches the topic, so delivering a message on it does nothing.
+	nobody bool
 }
 
 // maxRoomPlans bounds roomCache; when full it is emptied.
@@ -40,8 +45,8 @@ func (c *roomCache) plan(srv *mqtt.Server, topic string) *roomPlan {
 	if ok {
 		return p
 	}
-	p = &roomPlan{}
 	subs := srv.Topics.Subscribers(topic)
+	p = &roomPlan{nobody: len(subs.Subscriptions) == 0 && len(subs.Shared) == 0 && len(subs.InlineSubscriptions) == 0}
 	for id, sub := range subs.Subscriptions {
 		if sub.Qos > 0 {
 			p.clients = append(p.clients, id)
