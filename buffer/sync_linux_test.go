@@ -94,3 +94,24 @@ func bigConfig() Config {
 	c.MaxBytes = 1 << 30
 	return c
 }
+
+// The directory is listed again only when inotify reports a WAL or
+// value-log file created or deleted, not for every sync.
+func TestSyncerListsOnlyOnChange(t *testing.T) {
+	q := openTest(t, t.TempDir(), bigConfig())
+	for i := range 200 {
+		if _, err := q.Append(context.Background(), payload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncs := q.Stats().Syncs
+	if syncs < 200 {
+		t.Fatalf("%d syncs for 200 sequential appends", syncs)
+	}
+	if q.syncer.ino < 0 {
+		t.Fatal("inotify unavailable: the syncer lists the directory for every sync")
+	}
+	if l := q.syncer.listings; l > 5 {
+		t.Fatalf("directory listed %d times for %d syncs without any rotation", l, syncs)
+	}
+}
