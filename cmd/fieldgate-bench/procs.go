@@ -607,3 +607,12 @@ func waitCtx(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// selfCPU returns the CPU seconds this process has used (0 if unknown).
+func selfCPU() float64 {
+	v, err := procCPU(os.Getpid())
+	if err != nil {
+		return 0
+	}
+	return v
+}

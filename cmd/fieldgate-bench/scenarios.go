@@ -457,8 +457,12 @@ func drain(ctx context.Context, o *options, dir string) result {
 		r.Note = "no backlog metric (" + metricBacklog + ") on /metrics"
 	}
 
-	// Drain.
+	// Drain. The machine's CPU goes to the gateway, the upstream mosquitto
+	// and this process (the link proxy and the upstream subscriber): all
+	// three are measured, since they share the cores.
 	cpu0, _ := gw.cpuSeconds()
+	upCPU0, _ := up.cpuSeconds()
+	selfCPU0 := selfCPU()
 	rs = sampleRSS(gw.p.pid(), 100*time.Millisecond)
 	t0 := time.Now()
 	if err := px.join(); err != nil {
@@ -504,6 +508,12 @@ func drain(ctx context.Context, o *options, dir string) result {
 	cpu1, _ := gw.cpuSeconds()
 	r.CPUSeconds = cpu1 - cpu0
 	r.Delivered, r.Duplicates = upTr.unique.Load(), upTr.dups.Load()
+	if upCPU1, err := up.cpuSeconds(); err == nil && r.Delivered > 0 {
+		r.Extra["upstream_cpu_s_per_msg"] = (upCPU1 - upCPU0) / float64(r.Delivered)
+	}
+	if r.Delivered > 0 {
+		r.Extra["bench_cpu_s_per_msg"] = (selfCPU() - selfCPU0) / float64(r.Delivered)
+	}
 	if r.Expected > 0 {
 		r.DeliveryRatio = float64(r.Delivered) / float64(r.Expected)
 	}
