@@ -357,3 +357,68 @@ func TestSoakGrowth(t *testing.T) {
 		t.Error("live heap floor 12 → 20 MB not judged as growth")
 	}
 }
+
+// The drain scenario, small, in both modes: the upstream subscriber away
+// during the drain (default) and live. Every acknowledged message reaches
+// the upstream subscriber exactly once per publish, the drain is timed from
+// the gateway's connection, and its goal row is computed. Speed is not
+// asserted.
+func TestQuickDrain(t *testing.T) {
+	if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
+		t.Fatalf("mosquitto is not installed (bash .ci/run installs it): %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "fieldgate")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/fieldgate")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build ./cmd/fieldgate: %v\n%s", err, out)
+	}
+	for _, live := range []bool{false, true} {
+		args := []string{"--quick", "--json", "--only", "drain", "--drain-messages", "3000", "--gateway", bin}
+		if live {
+			args = append(args, "--drain-live-subscriber")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		var stdout, stderr bytes.Buffer
+		code := run(ctx, args, &stdout, &stderr)
+		cancel()
+		if code != 0 {
+			t.Fatalf("%v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, stdout.String(), stderr.String())
+		}
+		var rep report
+		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+			t.Fatalf("JSON output does not parse: %v\n%s", err, stdout.String())
+		}
+		if len(rep.Results) != 1 {
+			t.Fatalf("live %v: %d results, want 1: %+v", live, len(rep.Results), rep.Results)
+		}
+		r := rep.Results[0]
+		if r.Error != "" {
+			t.Fatalf("live %v: %s", live, r.Error)
+		}
+		if r.Acked != 3000 || r.Expected != 3000 || r.Delivered != 3000 || r.Duplicates != 0 {
+			t.Errorf("live %v: acked %d, expected %d, delivered %d (%d duplicates); want 3000 each, none twice", live, r.Acked, r.Expected, r.Delivered, r.Duplicates)
+		}
+		if r.Extra["backlog_before"] != 3000 {
+			t.Errorf("live %v: backlog before the drain %v, want 3000", live, r.Extra["backlog_before"])
+		}
+		if _, ok := r.Extra["reconnect_s"]; !ok || r.Seconds <= 0 || r.Rate <= 0 {
+			t.Errorf("live %v: drain not timed: %v s, %v msg/s, extra %v", live, r.Seconds, r.Rate, r.Extra)
+		}
+		if want := map[bool]string{false: "after the drain", true: "during the drain"}[live]; !strings.Contains(r.Note, want) {
+			t.Errorf("live %v: note %q does not say %q", live, r.Note, want)
+		}
+		var timed bool
+		for _, g := range rep.Goals {
+			if g.Scenario == "drain" && g.Metric == "drain s" {
+				timed = true
+				if g.Measured != r.Seconds || g.Status != "pass" {
+					t.Errorf("live %v: drain goal %+v, want %v s and pass (3000 messages)", live, g, r.Seconds)
+				}
+			}
+		}
+		if !timed {
+			t.Errorf("live %v: no drain time goal in %+v", live, rep.Goals)
+		}
+	}
+}

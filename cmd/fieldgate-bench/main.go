@@ -65,6 +65,7 @@ type options struct {
 	ingestMsgs    int64
 	ingestPubs    int
 	drainMessages int64
+	drainLive     bool // the upstream subscriber receives while the gateway drains
 	idle          time.Duration
 	settle        time.Duration
 	modbusBaud    int
@@ -124,6 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Int64Var(&o.ingestMsgs, "ingest-messages", 0, "publishes for the durable ingest scenario (default 300000, quick 2000)")
 	fs.IntVar(&o.ingestPubs, "ingest-publishers", 8, "publishers sharing the 64 in-flight publishes of the ingest and drain-fill scenarios (1, 2, 4, 8, 16, 32 or 64)")
 	fs.Int64Var(&o.drainMessages, "drain-messages", 0, "backlog size for the drain scenario (default 1000000, quick 10000)")
+	fs.BoolVar(&o.drainLive, "drain-live-subscriber", false, "drain with the upstream subscriber receiving meanwhile on the same cores (default: it collects after the drain)")
 	fs.IntVar(&o.modbusBaud, "modbus-baud", 9600, "baud rate of the Modbus RTU device (sets the wire-limited rate)")
 	fs.StringVar(&o.python, "python", "/usr/bin/python3", "python with Debian's pymodbus")
 	fs.BoolVar(&o.soak, "soak", false, "run the soak test instead of the bench")

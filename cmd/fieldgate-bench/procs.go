@@ -507,10 +507,11 @@ func parseMetrics(r io.Reader) (map[string]float64, error) {
 type proxy struct {
 	addr, target string
 
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu        sync.Mutex
+	ln        net.Listener
+	conns     map[net.Conn]struct{}
+	connected time.Time // when the first connection after the last join was accepted
+	wg        sync.WaitGroup
 }
 
 func newProxy(addr, target string) (*proxy, error) {
@@ -538,7 +539,7 @@ func (x *proxy) join() error {
 	if err != nil {
 		return fmt.Errorf("proxy listen %s: %w", x.addr, err)
 	}
-	x.ln = ln
+	x.ln, x.connected = ln, time.Time{}
 	x.wg.Add(1)
 	go x.accept(ln)
 	return nil
@@ -551,6 +552,11 @@ func (x *proxy) accept(ln net.Listener) {
 		if err != nil {
 			return
 		}
+		x.mu.Lock()
+		if x.connected.IsZero() {
+			x.connected = time.Now()
+		}
+		x.mu.Unlock()
 		up, err := net.DialTimeout("tcp", x.target, 2*time.Second)
 		if err != nil {
 			c.Close()
@@ -579,6 +585,14 @@ func (x *proxy) accept(ln net.Listener) {
 		go pipe(up, c)
 		go pipe(c, up)
 	}
+}
+
+// connectedAt returns when the first connection after the last join was
+// accepted (zero if none was).
+func (x *proxy) connectedAt() time.Time {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.connected
 }
 
 // cut stops listening and drops every live connection, then waits for the

@@ -100,6 +100,9 @@ func goals(o *options, rs []result) []goal {
 			note = fmt.Sprintf("backlog was %d, not 1M", o.drainMessages)
 		}
 		abs("drain", mRSS, "≤ 128 MB with 1M backlog", func(r *result) (float64, bool) { return mb(r.PeakRSS), r.PeakRSS <= 128<<20 }, note)
+		abs("drain", "drain s", "≤ 25 s for 1M, all delivered", func(r *result) (float64, bool) {
+			return r.Seconds, r.Seconds > 0 && r.Seconds <= 25 && r.Delivered == r.Expected && r.Expected > 0
+		}, note)
 	}
 	return gs
 }
@@ -199,6 +202,7 @@ func printTable(w io.Writer, rep *report) {
 			row("fill acked msg/s", extra("fill_rate_per_s", 1), "%.0f", false)
 			row("backlog before drain", extra("backlog_before", 1), "%.0f", false)
 			row("drained msg/s", always(func(x *result) float64 { return x.Rate }), "%.0f", false)
+			row("drain s", always(func(x *result) float64 { return x.Seconds }), "%.1f", false)
 			row("reconnect s", extra("reconnect_s", 1), "%.2f", false)
 			row(mCPU, always(func(x *result) float64 { return 1e6 * x.CPUPerMsg }), "%.2f", false)
 			row("upstream CPU µs/msg", extra("upstream_cpu_s_per_msg", 1e6), "%.2f", false)

@@ -17,10 +17,12 @@ import (
 // rename in the gateway is a one-line fix here; when a name is absent the
 // bench falls back to the first metric whose name contains the hint.
 const (
-	metricBacklog = "fieldgate_buffer_messages"
-	hintBacklog   = "buffer_messages"
-	metricPolls   = "fieldgate_device_polls_total"
-	hintPolls     = "polls_total"
+	metricBacklog   = "fieldgate_buffer_messages"
+	hintBacklog     = "buffer_messages"
+	metricForwarded = "fieldgate_bridge_forwarded_total"
+	hintForwarded   = "forwarded_total"
+	metricPolls     = "fieldgate_device_polls_total"
+	hintPolls       = "polls_total"
 )
 
 // result is one measurement of one target. Rate is the scenario's headline
@@ -420,14 +422,18 @@ func drain(ctx context.Context, o *options, dir string) result {
 		return fail(err)
 	}
 	defer gw.stop()
+	// The upstream subscriber that checks delivery is away while the
+	// gateway drains (unless --drain-live-subscriber): its persistent
+	// session (clean session off) makes mosquitto keep every message for
+	// it, and it collects them after the drain. The drain measures how fast
+	// the gateway empties its buffer into the upstream broker; on a site,
+	// that broker and its consumers run elsewhere, while here a live
+	// subscriber and mosquitto's deliveries to it would take a share of the
+	// two cores the gateway runs on.
 	upTr := newTracker()
-	upSub, err := dial(ctx, dialOpts{addr: up.addr, clientID: "drain-upstream", clean: true, recv: upTr})
-	if err != nil {
-		return fail(err)
-	}
-	defer upSub.close()
-	if err := upSub.subscribe("sites/bench/drain/#", 1); err != nil {
-		return fail(err)
+	subOpts := dialOpts{addr: up.addr, clientID: "drain-upstream", clean: false, recv: upTr}
+	if err := persistentSubscription(ctx, subOpts, "sites/bench/drain/#"); err != nil {
+		return fail(fmt.Errorf("upstream subscriber: %w", err))
 	}
 
 	// Fill.
@@ -450,16 +456,31 @@ func drain(ctx context.Context, o *options, dir string) result {
 	if err != nil {
 		return fail(err)
 	}
-	backlog, name, ok := metricValue(m, metricBacklog, hintBacklog)
-	if ok {
-		r.Extra["backlog_before"] = backlog
-	} else {
-		r.Note = "no backlog metric (" + metricBacklog + ") on /metrics"
+	// The drain is timed by the gateway's metrics.
+	backlog, _, ok := metricValue(m, metricBacklog, hintBacklog)
+	if !ok {
+		return fail(errors.New("no backlog metric (" + metricBacklog + ") on /metrics"))
+	}
+	r.Extra["backlog_before"] = backlog
+	if _, _, ok := metricValue(m, metricForwarded, hintForwarded); !ok {
+		return fail(errors.New("no forwarded metric (" + metricForwarded + ") on /metrics"))
 	}
 
-	// Drain. The machine's CPU goes to the gateway, the upstream mosquitto
-	// and this process (the link proxy and the upstream subscriber): all
-	// three are measured, since they share the cores.
+	// Drain: from the gateway's connection through the link until the
+	// upstream acknowledged every message (the gateway's forwarded counter
+	// reaches the fill and its backlog is empty), polled every 50 ms. The
+	// machine's CPU goes to the gateway, the upstream mosquitto and this
+	// process (the link proxy, the polling and a live subscriber): all
+	// three are measured.
+	r.Note = "the upstream subscriber collected the messages after the drain (--drain-live-subscriber: during it)"
+	var upSub *client
+	if o.drainLive {
+		r.Note = "the upstream subscriber received the messages during the drain, on the same cores"
+		if upSub, err = dial(ctx, subOpts); err != nil {
+			return fail(fmt.Errorf("upstream subscriber: %w", err))
+		}
+		defer upSub.close()
+	}
 	cpu0, _ := gw.cpuSeconds()
 	upCPU0, _ := up.cpuSeconds()
 	selfCPU0 := selfCPU()
@@ -469,36 +490,31 @@ func drain(ctx context.Context, o *options, dir string) result {
 		rs.finish()
 		return fail(err)
 	}
-	var first time.Time
-	lastN, lastChange := int64(0), time.Now()
+	var end time.Time
+	lastFwd, lastChange := -1.0, time.Now()
 	for {
-		n := upTr.unique.Load()
-		if first.IsZero() && n > 0 {
-			first = time.Now()
-		}
-		done := n >= run.acked
-		if done && ok {
-			m, err := gw.metrics()
-			if err == nil {
-				v, _, _ := metricValue(m, name, hintBacklog)
-				done = v == 0
-			}
-		}
-		if done {
+		m, err := gw.metrics()
+		if err != nil {
+			r.Error = fmt.Sprintf("drain: %v", err)
 			break
 		}
-		if n != lastN {
-			lastN, lastChange = n, time.Now()
+		fwd, _, _ := metricValue(m, metricForwarded, hintForwarded)
+		left, _, _ := metricValue(m, metricBacklog, hintBacklog)
+		if fwd >= float64(run.acked) && left == 0 {
+			end = time.Now()
+			break
+		}
+		if fwd != lastFwd {
+			lastFwd, lastChange = fwd, time.Now()
 		} else if time.Since(lastChange) > o.idle*3 {
-			r.Error = fmt.Sprintf("drain stalled at %d of %d for %s", n, run.acked, o.idle*3)
+			r.Error = fmt.Sprintf("drain stalled at %.0f of %d forwarded for %s", fwd, run.acked, o.idle*3)
 			break
 		}
-		if waitCtx(ctx, 20*time.Millisecond) != nil {
+		if waitCtx(ctx, 50*time.Millisecond) != nil {
 			r.Error = "interrupted"
 			break
 		}
 	}
-	end := time.Unix(0, upTr.last.Load())
 	drainPeak := rs.finish()
 	if _, hwm, err := procMem(gw.p.pid()); err == nil {
 		r.Extra["hwm_bytes"] = float64(hwm)
@@ -507,27 +523,66 @@ func drain(ctx context.Context, o *options, dir string) result {
 	r.Extra["drain_peak_rss_bytes"] = float64(drainPeak)
 	cpu1, _ := gw.cpuSeconds()
 	r.CPUSeconds = cpu1 - cpu0
+	upCPU1, upErr := up.cpuSeconds()
+	selfCPU1 := selfCPU()
+	if connected := px.connectedAt(); !end.IsZero() && !connected.IsZero() {
+		r.Extra["reconnect_s"] = connected.Sub(t0).Seconds()
+		if el := end.Sub(connected).Seconds(); el > 0 {
+			r.Seconds = el
+			r.Rate = float64(run.acked) / el
+		}
+		if upErr == nil && run.acked > 0 {
+			r.Extra["upstream_cpu_s_per_msg"] = (upCPU1 - upCPU0) / float64(run.acked)
+		}
+		if run.acked > 0 {
+			r.Extra["bench_cpu_s_per_msg"] = (selfCPU1 - selfCPU0) / float64(run.acked)
+		}
+	}
+
+	// Delivery: the subscriber comes back for what mosquitto kept for it.
+	if upSub == nil {
+		if upSub, err = dial(ctx, subOpts); err != nil {
+			return fail(fmt.Errorf("upstream subscriber: %w", err))
+		}
+		defer upSub.close()
+	}
+	lastN := int64(-1)
+	lastChange = time.Now()
+	for r.Error == "" {
+		n := upTr.unique.Load()
+		if n >= run.acked {
+			break
+		}
+		if n != lastN {
+			lastN, lastChange = n, time.Now()
+		} else if time.Since(lastChange) > o.idle*3 {
+			r.Error = fmt.Sprintf("upstream subscriber stalled at %d of %d for %s", n, run.acked, o.idle*3)
+			break
+		}
+		if waitCtx(ctx, 20*time.Millisecond) != nil {
+			r.Error = "interrupted"
+			break
+		}
+	}
 	r.Delivered, r.Duplicates = upTr.unique.Load(), upTr.dups.Load()
-	if upCPU1, err := up.cpuSeconds(); err == nil && r.Delivered > 0 {
-		r.Extra["upstream_cpu_s_per_msg"] = (upCPU1 - upCPU0) / float64(r.Delivered)
-	}
-	if r.Delivered > 0 {
-		r.Extra["bench_cpu_s_per_msg"] = (selfCPU() - selfCPU0) / float64(r.Delivered)
-	}
 	if r.Expected > 0 {
 		r.DeliveryRatio = float64(r.Delivered) / float64(r.Expected)
 	}
-	if !first.IsZero() {
-		r.Extra["reconnect_s"] = first.Sub(t0).Seconds()
-		if el := end.Sub(first).Seconds(); el > 0 {
-			r.Seconds = el
-			r.Rate = float64(r.Delivered) / el
-		}
-	}
-	if r.Delivered > 0 {
-		r.CPUPerMsg = r.CPUSeconds / float64(r.Delivered)
+	if run.acked > 0 {
+		r.CPUPerMsg = r.CPUSeconds / float64(run.acked)
 	}
 	return r
+}
+
+// persistentSubscription makes the session of a subscriber that is away:
+// it connects without a clean session, subscribes at QoS 1 and disconnects.
+func persistentSubscription(ctx context.Context, o dialOpts, filter string) error {
+	c, err := dial(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	return c.subscribe(filter, 1)
 }
 
 // idleRSS starts a target with nothing to do and reads its RSS after settle.
