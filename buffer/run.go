@@ -21,9 +21,9 @@ import (
 //     all record keys at once (badger DropPrefix); otherwise it runs value-log
 //     GC;
 //   - every 100ms (Linux), when the file pages in the process's RSS grew
-//     by 4 MiB since the last time, returns the pages of badger's mmap'd
-//     files to the kernel (MADV_PAGEOUT), which keeps them out of the
-//     process's RSS.
+//     by 4 MiB since the last time, unmaps the pages of badger's mmap'd
+//     files (MADV_DONTNEED; they stay in the page cache), which keeps them
+//     out of the process's RSS.
 //
 // Run starts no goroutine; it runs in the caller's. Call it at most once.
 func (q *Queue) Run(ctx context.Context) error {

@@ -6,14 +6,19 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// TestTrimMappings: paging out badger's mappings finds them and loses
-// nothing, neither written records nor the ability to append.
+// TestTrimMappings: unmapping badger's pages finds its mappings, takes
+// their pages out of the RSS and loses nothing, neither written records
+// (also those not yet written back) nor the ability to append.
 func TestTrimMappings(t *testing.T) {
 	dir := t.TempDir()
 	q := openTest(t, dir, testConfig())
 	appendN(t, q, 0, 100)
+	before, _ := fileRSS()
 	if n := trimMappings(dir); n <= 0 {
 		t.Fatalf("trimMappings advised %d bytes; want badger's mmap'd files", n)
+	}
+	if after, _ := fileRSS(); after >= before {
+		t.Errorf("file pages in the RSS: %d before trimming, %d after; want fewer", before, after)
 	}
 	appendN(t, q, 100, 10)
 	recs := readAll(t, q, 0)
