@@ -176,7 +176,7 @@ type appendReq struct {
 	data  [][]byte
 	cost  uint64
 	state reqState
-	wake  chan struct{} // buffered 1: done or promoted (synchronous requests)
+	wake  chan struct{} // buffered 1: signalled when done (synchronous requests; nil otherwise)
 	done  chan struct{} // closed when done (asynchronous requests; nil otherwise)
 	first uint64
 	err   error
@@ -265,9 +265,11 @@ func (q *Queue) newRequest(data [][]byte, async bool) (*appendReq, error) {
 	if len(data) == 0 {
 		return nil, errors.New("buffer: append: empty batch")
 	}
-	r := &appendReq{data: data, wake: make(chan struct{}, 1)}
+	r := &appendReq{data: data}
 	if async {
 		r.done = make(chan struct{})
+	} else {
+		r.wake = make(chan struct{}, 1)
 	}
 	for _, d := range data {
 		c := recordCost(len(d))
