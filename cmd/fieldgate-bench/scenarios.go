@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -491,29 +492,19 @@ func drain(ctx context.Context, o *options, dir string) result {
 		return fail(err)
 	}
 	var end time.Time
-	lastFwd, lastChange := -1.0, time.Now()
-	for {
+	fwd, err := waitProgress(ctx, 50*time.Millisecond, o.idle*3, func() (float64, bool, error) {
 		m, err := gw.metrics()
 		if err != nil {
-			r.Error = fmt.Sprintf("drain: %v", err)
-			break
+			return 0, false, err
 		}
 		fwd, _, _ := metricValue(m, metricForwarded, hintForwarded)
 		left, _, _ := metricValue(m, metricBacklog, hintBacklog)
-		if fwd >= float64(run.acked) && left == 0 {
-			end = time.Now()
-			break
-		}
-		if fwd != lastFwd {
-			lastFwd, lastChange = fwd, time.Now()
-		} else if time.Since(lastChange) > o.idle*3 {
-			r.Error = fmt.Sprintf("drain stalled at %.0f of %d forwarded for %s", fwd, run.acked, o.idle*3)
-			break
-		}
-		if waitCtx(ctx, 50*time.Millisecond) != nil {
-			r.Error = "interrupted"
-			break
-		}
+		return fwd, fwd >= float64(run.acked) && left == 0, nil
+	})
+	if err != nil {
+		r.Error = fmt.Sprintf("drain: %.0f of %d forwarded: %v", fwd, run.acked, err)
+	} else {
+		end = time.Now()
 	}
 	drainPeak := rs.finish()
 	if _, hwm, err := procMem(gw.p.pid()); err == nil {
@@ -546,22 +537,13 @@ func drain(ctx context.Context, o *options, dir string) result {
 		}
 		defer upSub.close()
 	}
-	lastN := int64(-1)
-	lastChange = time.Now()
-	for r.Error == "" {
-		n := upTr.unique.Load()
-		if n >= run.acked {
-			break
-		}
-		if n != lastN {
-			lastN, lastChange = n, time.Now()
-		} else if time.Since(lastChange) > o.idle*3 {
-			r.Error = fmt.Sprintf("upstream subscriber stalled at %d of %d for %s", n, run.acked, o.idle*3)
-			break
-		}
-		if waitCtx(ctx, 20*time.Millisecond) != nil {
-			r.Error = "interrupted"
-			break
+	if r.Error == "" {
+		n, err := waitProgress(ctx, 20*time.Millisecond, o.idle*3, func() (float64, bool, error) {
+			n := upTr.unique.Load()
+			return float64(n), n >= run.acked, nil
+		})
+		if err != nil {
+			r.Error = fmt.Sprintf("upstream subscriber: %.0f of %d received: %v", n, run.acked, err)
 		}
 	}
 	r.Delivered, r.Duplicates = upTr.unique.Load(), upTr.dups.Load()
@@ -572,6 +554,27 @@ func drain(ctx context.Context, o *options, dir string) result {
 		r.CPUPerMsg = r.CPUSeconds / float64(run.acked)
 	}
 	return r
+}
+
+// waitProgress calls probe every period until it reports done or an
+// error. It gives up when the progress probe reports has not changed for
+// stall, or when ctx ends. It returns the last progress.
+func waitProgress(ctx context.Context, every, stall time.Duration, probe func() (progress float64, done bool, err error)) (float64, error) {
+	last, since := math.Inf(-1), time.Now()
+	for {
+		n, done, err := probe()
+		if err != nil || done {
+			return n, err
+		}
+		if n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) > stall {
+			return n, fmt.Errorf("stalled for %s", stall)
+		}
+		if waitCtx(ctx, every) != nil {
+			return n, errors.New("interrupted")
+		}
+	}
 }
 
 // persistentSubscription makes the session of a subscriber that is away:
