@@ -35,10 +35,10 @@
 // table (bit rot) is not detected at Open; badger's iterator silently stops
 // at it, so the records behind it in that table are not returned by Read.
 //
-// Memory: badger is tuned for a Raspberry Pi (8 MiB memtables, no block
-// cache, no compression, 2 compactors, values up to 4 KiB kept in the LSM
-// tree). Badger accesses all its files through mmap; Run unmaps those pages
-// every 100ms (MADV_DONTNEED: they stay in the kernel's page cache) so that
+// Memory: badger is tuned for a Raspberry Pi (8 MiB memtables, 4 MiB tables,
+// no block cache, no compression, 2 compactors, values up to 4 KiB kept in
+// the LSM tree). Badger accesses all its files through mmap; Run unmaps those pages
+// every 25ms (MADV_DONTNEED: they stay in the kernel's page cache) so that
 // they do not accumulate in the RSS. The process should also set a soft memory limit
 // (GOMEMLIMIT=80MiB or debug.SetMemoryLimit): without it the Go heap grows
 // to twice badger's transient allocations.

@@ -20,7 +20,7 @@ import (
 //   - every 5 minutes, returns disk space: when the queue is empty, it drops
 //     all record keys at once (badger DropPrefix); otherwise it runs value-log
 //     GC;
-//   - every 100ms (Linux), when the file pages in the process's RSS grew
+//   - every 25ms (Linux), when the file pages in the process's RSS grew
 //     by 4 MiB since the last time, unmaps the pages of badger's mmap'd
 //     files (MADV_DONTNEED; they stay in the page cache), which keeps them
 //     out of the process's RSS.
