@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -420,5 +421,75 @@ func TestQuickDrain(t *testing.T) {
 		if !timed {
 			t.Errorf("live %v: no drain time goal in %+v", live, rep.Goals)
 		}
+	}
+}
+
+// TestQuickIngest runs the durable ingest scenario and its reference on the
+// gateway, and the ingest scenario on mosquitto: every publish acknowledged,
+// the gateway's buffer holding all of them (ingest) or none (ingest-nostore),
+// and the CPU shares reported.
+func TestQuickIngest(t *testing.T) {
+	if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
+		t.Fatalf("mosquitto is not installed (bash .ci/run installs it): %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "fieldgate")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/fieldgate")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build ./cmd/fieldgate: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, []string{"--quick", "--json", "--only", "ingest", "--ingest-messages", "3000", "--gateway", bin}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	var rep report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("JSON output does not parse: %v\n%s", err, stdout.String())
+	}
+	got := map[string]result{}
+	for _, r := range rep.Results {
+		got[r.Scenario+"/"+r.Target] = r
+	}
+	if len(rep.Results) != 3 {
+		t.Errorf("%d results, want ingest on both targets and ingest-nostore on the gateway: %+v", len(rep.Results), rep.Results)
+	}
+	for key, stored := range map[string]float64{"ingest/gateway": 3000, "ingest/mosquitto": -1, "ingest-nostore/gateway": 0} {
+		r, ok := got[key]
+		if !ok {
+			t.Errorf("no result for %s", key)
+			continue
+		}
+		if r.Error != "" {
+			t.Errorf("%s: %s", key, r.Error)
+		}
+		if r.Published != 3000 || r.Acked != 3000 {
+			t.Errorf("%s: published %d, acked %d; want 3000 each", key, r.Published, r.Acked)
+		}
+		if r.Rate <= 0 || r.CPUPerMsg <= 0 || r.Extra["bench_cpu_s_per_msg"] <= 0 {
+			t.Errorf("%s: rate %v, CPU %v s/msg, bench CPU %v s/msg: want all positive", key, r.Rate, r.CPUPerMsg, r.Extra["bench_cpu_s_per_msg"])
+		}
+		if want := float64(runtime.NumCPU()) / (r.CPUPerMsg + r.Extra["bench_cpu_s_per_msg"]); math.Abs(r.Extra["cpu_bound_per_s"]-want) > 1e-6*want {
+			t.Errorf("%s: CPU-bound rate %v, want %v", key, r.Extra["cpu_bound_per_s"], want)
+		}
+		if v, ok := r.Extra["stored"]; stored >= 0 && (!ok || v != stored) {
+			t.Errorf("%s: buffer stored %v (reported: %v), want %v", key, v, ok, stored)
+		}
+	}
+	if !strings.Contains(got["ingest-nostore/gateway"].Note, "nothing is stored") {
+		t.Errorf("ingest-nostore note %q does not say that nothing is stored", got["ingest-nostore/gateway"].Note)
+	}
+	var judged bool
+	for _, g := range rep.Goals {
+		if g.Scenario == "ingest" {
+			judged = g.Measured == got["ingest/gateway"].Rate && (g.Status == "pass" || g.Status == "miss")
+		}
+		if g.Scenario == "ingest-nostore" {
+			t.Errorf("the reference has a goal: %+v", g)
+		}
+	}
+	if !judged {
+		t.Errorf("no ingest goal judged on the gateway's rate: %+v", rep.Goals)
 	}
 }

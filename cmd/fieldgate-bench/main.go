@@ -113,7 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.mosqInflight, "mosquitto-inflight", 0, "mosquitto's max_inflight_messages (0 = unlimited; queues are always unlimited, so no setting drops)")
 	fs.StringVar(&o.host, "host", "127.0.0.1", "loopback address to bind and dial (non-loopback is refused)")
 	targets := fs.String("targets", "gateway,mosquitto", "systems to measure: gateway, mosquitto")
-	only := fs.String("only", "", "comma-separated scenarios or prefixes (qos1, qos0-2x2, idle, ingest, drain, modbus)")
+	only := fs.String("only", "", "comma-separated scenarios or prefixes (qos1, qos0-2x2, idle, ingest, ingest-nostore, drain, modbus)")
 	fs.BoolVar(&o.quick, "quick", false, "CI-sized run: few messages, short windows")
 	fs.BoolVar(&o.jsonOut, "json", false, "print JSON instead of the table")
 	fs.StringVar(&o.fromJSON, "from-json", "", "print the table of a report saved with --json, and run nothing")
@@ -375,21 +375,30 @@ func bench(ctx context.Context, o *options, dir string, stderr io.Writer) []resu
 			logr(idleRSS(ctx, o, t, next()))
 		}
 	}
-	if o.selected("ingest") {
+	// ingest-nostore is a reference for the gateway only: the same load
+	// with a forward route that matches none of its topics, so that nothing
+	// is stored (mosquitto's ingest stores nothing anyway).
+	for _, sc := range []struct{ name, forward string }{{"ingest", "ingest/#"}, {"ingest-nostore", "nostore/#"}} {
+		if !o.selected(sc.name) {
+			continue
+		}
 		for _, t := range o.targets {
+			if sc.name == "ingest-nostore" && t != "gateway" {
+				continue
+			}
 			spec := loadSpec{pubs: o.ingestPubs, window: ingestInflight / o.ingestPubs, qos: 1, messages: o.ingestMsgs, payload: o.payload, topic: "ingest"}
 			// The upstream port is free and stays closed: everything buffers.
 			port, err := freePort(o.host)
 			if err != nil {
-				logr(result{Scenario: "ingest", Target: t, Error: err.Error()})
+				logr(result{Scenario: sc.name, Target: t, Error: err.Error()})
 				continue
 			}
-			b, err := startTarget(o, t, next(), gatewaySpec{upstream: fmt.Sprintf("%s:%d", o.host, port), forward: "ingest/#"})
+			b, err := startTarget(o, t, next(), gatewaySpec{upstream: fmt.Sprintf("%s:%d", o.host, port), forward: sc.forward})
 			if err != nil {
-				logr(result{Scenario: "ingest", Target: t, Error: err.Error()})
+				logr(result{Scenario: sc.name, Target: t, Error: err.Error()})
 				continue
 			}
-			r := ingest(ctx, b, spec)
+			r := ingest(ctx, b, spec, sc.name)
 			b.stop()
 			logr(r)
 		}

@@ -189,11 +189,16 @@ func printTable(w io.Writer, rep *report) {
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", true)
 		case r.Scenario == "idle":
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", true)
-		case r.Scenario == "ingest":
+		case r.Scenario == "ingest" || r.Scenario == "ingest-nostore":
+			extra := func(k string, scale float64) func(*result) (float64, bool) {
+				return func(x *result) (float64, bool) { v, ok := x.Extra[k]; return v * scale, ok }
+			}
 			row("acked msg/s", func(x *result) (float64, bool) { return x.Rate, true }, "%.0f", false)
-			row("fsync ms (data dir)", func(x *result) (float64, bool) { v, ok := x.Extra["fsync_ms"]; return v, ok }, "%.2f", false)
-			row("64 / fsync msg/s", func(x *result) (float64, bool) { v, ok := x.Extra["fsync_bound_per_s"]; return v, ok }, "%.0f", false)
+			row("fsync ms (data dir)", extra("fsync_ms", 1), "%.2f", false)
+			row("64 / fsync msg/s", extra("fsync_bound_per_s", 1), "%.0f", false)
 			row(mCPU, always(func(x *result) float64 { return 1e6 * x.CPUPerMsg }), "%.2f", false)
+			row("bench CPU µs/msg", extra("bench_cpu_s_per_msg", 1e6), "%.2f", false)
+			row("CPU-bound msg/s", extra("cpu_bound_per_s", 1), "%.0f", false)
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", false)
 		case r.Scenario == "drain":
 			extra := func(k string, scale float64) func(*result) (float64, bool) {

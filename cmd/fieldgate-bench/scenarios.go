@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -308,14 +309,29 @@ func peakRSS(b *broker, rs *rssSampler) int64 {
 	return peak
 }
 
-// ingest measures acknowledged publishes/s with no subscriber.
-func ingest(ctx context.Context, b *broker, s loadSpec) result {
-	r := result{Scenario: "ingest", Target: b.kind, Publishers: s.pubs, QoS: int(s.qos), Window: s.window}
-	if b.kind == "gateway" {
+// metricStored counts the records the gateway's buffer made durable.
+const (
+	metricStored = "fieldgate_buffer_appended_total"
+	hintStored   = "buffer_appended_total"
+)
+
+// ingest measures acknowledged publishes/s with no subscriber. scenario is
+// "ingest" (every publish matches the gateway's forward route and is
+// stored before it is acknowledged) or "ingest-nostore" (none matches: the
+// gateway's MQTT path alone). On the gateway it checks the buffer's count
+// of stored records against that: all acknowledged publishes, or none.
+//
+// Besides the target's CPU it reports the bench's own (the load generator
+// runs on the same cores) and the rate at which the two would keep every
+// core busy: no run can be faster, whatever the disk.
+func ingest(ctx context.Context, b *broker, s loadSpec, scenario string) result {
+	r := result{Scenario: scenario, Target: b.kind, Publishers: s.pubs, QoS: int(s.qos), Window: s.window, Extra: map[string]float64{}}
+	if b.kind == "gateway" && scenario == "ingest" {
 		// Every acknowledgement waits for an fsync, and with 64 in flight
 		// at most 64 messages share one: 64 / fsync latency bounds the rate.
 		if lat, err := fsyncLatency(b.dir); err == nil {
-			r.Extra = map[string]float64{"fsync_ms": 1e3 * lat.Seconds(), "fsync_bound_per_s": ingestInflight / lat.Seconds()}
+			r.Extra["fsync_ms"] = 1e3 * lat.Seconds()
+			r.Extra["fsync_bound_per_s"] = ingestInflight / lat.Seconds()
 		}
 	}
 	cpu0, err := b.cpuSeconds()
@@ -323,6 +339,7 @@ func ingest(ctx context.Context, b *broker, s loadSpec) result {
 		r.Error = err.Error()
 		return r
 	}
+	self0 := selfCPU()
 	rs := sampleRSS(b.p.pid(), 100*time.Millisecond)
 	run, err := drive(ctx, b.addr, s, b.kind)
 	r.PeakRSS = peakRSS(b, rs)
@@ -330,6 +347,7 @@ func ingest(ctx context.Context, b *broker, s loadSpec) result {
 		err = fmt.Errorf("%w%s", err, b.diagnose())
 	}
 	cpu1, _ := b.cpuSeconds()
+	self1 := selfCPU()
 	if err != nil {
 		r.Error = err.Error()
 	}
@@ -344,9 +362,33 @@ func ingest(ctx context.Context, b *broker, s loadSpec) result {
 	}
 	if r.Acked > 0 {
 		r.CPUPerMsg = r.CPUSeconds / float64(r.Acked)
+		bench := (self1 - self0) / float64(r.Acked)
+		r.Extra["bench_cpu_s_per_msg"] = bench
+		if r.CPUPerMsg+bench > 0 {
+			r.Extra["cpu_bound_per_s"] = float64(runtime.NumCPU()) / (r.CPUPerMsg + bench)
+		}
 	}
-	if b.kind == "mosquitto" {
+	switch {
+	case b.kind == "mosquitto":
 		r.Note = "no persistence: not durable, for reference only"
+	case scenario == "ingest-nostore":
+		r.Note = "reference: no forward route matches, nothing is stored (the MQTT path alone)"
+	}
+	if b.kind == "gateway" && r.Error == "" {
+		m, err := b.metrics()
+		if err != nil {
+			r.Error = err.Error()
+			return r
+		}
+		stored, _, ok := metricValue(m, metricStored, hintStored)
+		want := float64(r.Acked)
+		if scenario == "ingest-nostore" {
+			want = 0
+		}
+		r.Extra["stored"] = stored
+		if !ok || stored != want {
+			r.Error = fmt.Sprintf("the buffer stored %.0f records (%s), want %.0f", stored, metricStored, want)
+		}
 	}
 	return r
 }
