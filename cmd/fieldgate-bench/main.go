@@ -87,7 +87,7 @@ func scenarioNames() []string {
 			n = append(n, fmt.Sprintf("qos%d-%s", q, s.name))
 		}
 	}
-	return append(n, "idle", "ingest", "drain", "modbus-"+slavePymodbus, "modbus-"+slaveGo)
+	return append(n, "idle", "ingest", "ingest-nostore", "drain", "modbus-"+slavePymodbus, "modbus-"+slaveGo)
 }
 
 func (o *options) selected(name string) bool {
