@@ -7,19 +7,40 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
+
+// statm keeps /proc/self/statm open for fileRSS: Run reads it every 25ms,
+// and opening it each time cost most of the read (16 µs instead of 2.4 µs
+// per read, measured on the CI machine).
+var statm struct {
+	sync.Mutex
+	f   *os.File
+	buf [256]byte
+}
 
 // fileRSS returns how much of the process's resident memory is file
 // pages (the "shared" field of /proc/self/statm: mapped files, badger's
 // included), or false when it cannot tell.
 func fileRSS() (int64, bool) {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
+	statm.Lock()
+	defer statm.Unlock()
+	if statm.f == nil {
+		f, err := os.Open("/proc/self/statm")
+		if err != nil {
+			return 0, false
+		}
+		statm.f = f
+	}
+	n, err := statm.f.ReadAt(statm.buf[:], 0)
+	if n == 0 && err != nil {
+		_ = statm.f.Close()
+		statm.f = nil // opened again next time
 		return 0, false
 	}
-	f := strings.Fields(string(b))
+	f := strings.Fields(string(statm.buf[:n]))
 	if len(f) < 3 {
 		return 0, false
 	}

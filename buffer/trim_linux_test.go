@@ -1,9 +1,12 @@
 package buffer
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 // TestTrimMappings: unmapping badger's pages finds its mappings, takes
@@ -36,10 +39,44 @@ func TestTrimMappings(t *testing.T) {
 }
 
 // fileRSS reads the file-backed part of the RSS, whose growth makes Run
-// trim: a test binary has its own text mapped, so it is never zero.
+// trim: a test binary has its own text mapped, so it is never zero. It
+// keeps /proc/self/statm open, so every call must read the current value:
+// mapping and touching 8 MiB of a file shows up in the next call.
 func TestFileRSS(t *testing.T) {
 	n, ok := fileRSS()
 	if !ok || n <= 0 {
 		t.Fatalf("fileRSS() = %d, %v; want a positive size", n, ok)
+	}
+	const size = 8 << 20
+	path := filepath.Join(t.TempDir(), "pages")
+	if err := os.WriteFile(path, make([]byte, size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	var sum byte
+	for i := 0; i < size; i += os.Getpagesize() {
+		sum += m[i]
+	}
+	after, ok := fileRSS()
+	if !ok || after < n+size*3/4 {
+		t.Fatalf("fileRSS() = %d after touching %d mapped bytes, was %d (sum %d)", after, size, n, sum)
+	}
+}
+
+// BenchmarkFileRSS measures the read Run makes every trimInterval.
+func BenchmarkFileRSS(b *testing.B) {
+	for b.Loop() {
+		if _, ok := fileRSS(); !ok {
+			b.Fatal("fileRSS failed")
+		}
 	}
 }
