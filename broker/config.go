@@ -127,7 +127,8 @@ type LimitsConfig struct {
 	// this too). 1..65535, default 1024.
 	MaxInflight int `yaml:"max_inflight"`
 	// MaxQueuedMessages is the depth of a client's outbound write queue (all
-	// QoS); a message that finds it full is dropped and counted (the queue
+	// QoS): publishers wait, up to DeliveryWait, while it is this full; a
+	// message that still finds it full is dropped and counted (the queue
 	// gets MaxInflight slots of headroom on top). Must be at least
 	// MaxInflight. Default 2×MaxInflight.
 	MaxQueuedMessages int `yaml:"max_queued_messages"`
@@ -148,7 +149,8 @@ type LimitsConfig struct {
 	// used towards an MQTT 5 client. 0..65535, default 64.
 	TopicAliasMaximum int `yaml:"topic_alias_maximum"`
 	// DeliveryWait is how long a publish may wait for a slow subscriber to
-	// make room (see MaxInflight) before it is delivered anyway, where the
+	// make room (in flight, see MaxInflight, or in its write queue, see
+	// MaxQueuedMessages) before it is delivered anyway, where the
 	// slow subscriber may then drop it (counted in Stats.Dropped). Default
 	// 30s.
 	DeliveryWait time.Duration `yaml:"delivery_wait"`

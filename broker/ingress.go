@@ -270,6 +270,7 @@ func (b *Broker) deliverIngested(h *policy, cl *mqtt.Client, pk *packets.Packet)
 	if pk.FixedHeader.Qos > 0 {
 		h.waitForRoomPlan(cl, plan)
 	}
+	h.waitForQueues(cl, plan, pk.FixedHeader.Qos)
 	if !cl.Closed() && (pk.FixedHeader.Retain || pk.FixedHeader.Qos == 2) {
 		err := srv.InjectPacket(cl, *pk)
 		if err == nil {

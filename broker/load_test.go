@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // A minimal MQTT 5 client that pipelines: the load test must measure the
@@ -271,5 +273,162 @@ func TestStalledSubscriberDoesNotBlockPublishers(t *testing.T) {
 	}
 	if st := r.Stats(); st.DeliveryWaitTimeout != 1 {
 		t.Fatalf("DeliveryWaitTimeout = %d, want 1 (publishers stop waiting for a stalled subscriber)", st.DeliveryWaitTimeout)
+	}
+}
+
+// publishQoS0 sends n QoS 0 publishes as fast as the connection takes them,
+// then one QoS 1 publish, and returns once that is acknowledged: the broker
+// reads a client's packets in order, so by then it has handled all of them.
+func (c *rawClient) publishQoS0(t *testing.T, topic string, n int, payload func(i int) []byte) {
+	t.Helper()
+	for i := range n {
+		c.send(packet(0x30, append(append(mqttString(topic), 0), payload(i)...)), false) // no properties
+	}
+	c.send(packet(0x32, append(append(mqttString(topic), 0, 1, 0), "barrier"...)), true)
+	for {
+		h, b := c.read(t)
+		if h == 0 {
+			t.Fatal("publisher's connection closed before the barrier's PUBACK")
+		}
+		if h>>4 == 4 && binary.BigEndian.Uint16(b) == 1 {
+			return
+		}
+	}
+}
+
+// TestDeliveryQoS0SlowSubscriber: four publishers blast 5,000 QoS 0 messages
+// each at one subscriber that reads slower than they publish. The
+// subscriber's write queue (max_queued_messages 32 + max_inflight 16) is
+// far smaller than the burst; publishers wait for room in it instead of the
+// broker dropping messages, so every message arrives, in order per
+// publisher.
+func TestDeliveryQoS0SlowSubscriber(t *testing.T) {
+	const publishers, perPublisher = 4, 5000
+	cfg := anonCfg()
+	cfg.Limits.MaxInflight, cfg.Limits.MaxQueuedMessages = 16, 32
+	r := start(t, cfg, t.TempDir(), nil)
+	addr := r.addr(0)
+	var (
+		mu   sync.Mutex
+		next = make(map[uint32]uint32)
+		got  int
+		bad  error
+		all  = make(chan struct{})
+	)
+	sub := dialRawClient(t, addr, "slow", 100)
+	sub.subscribe(t, "q0/#", 0, func(p []byte) {
+		if len(p) != 8 {
+			return // a barrier
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		pub, seq := binary.BigEndian.Uint32(p), binary.BigEndian.Uint32(p[4:])
+		if seq != next[pub] && bad == nil {
+			bad = fmt.Errorf("publisher %d: got message %d, want %d", pub, seq, next[pub])
+		}
+		next[pub] = seq + 1
+		got++
+		if got%500 == 0 {
+			time.Sleep(time.Millisecond) // slower than the publishers
+		}
+		if got == publishers*perPublisher {
+			close(all)
+		}
+	})
+	var wg sync.WaitGroup
+	for p := range publishers {
+		c := dialRawClient(t, addr, fmt.Sprintf("pub%d", p), 100)
+		wg.Go(func() {
+			c.publishQoS0(t, fmt.Sprintf("q0/%d", p), perPublisher, func(i int) []byte {
+				return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, uint32(p)), uint32(i))
+			})
+		})
+	}
+	wg.Wait()
+	select {
+	case <-all:
+	case <-time.After(time.Minute):
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if bad != nil {
+		t.Fatal(bad)
+	}
+	st := r.Stats()
+	if got != publishers*perPublisher || st.MessagesDropped != 0 {
+		t.Fatalf("received %d of %d, %d dropped; stats %+v", got, publishers*perPublisher, st.MessagesDropped, st)
+	}
+	if st.DeliveryWaits == 0 {
+		t.Errorf("no publisher waited for the subscriber's write queue; stats %+v", st)
+	}
+}
+
+// A QoS 0 subscriber that stops reading slows publishers for at most
+// limits.delivery_wait once; then they stop waiting for it (it drops what
+// does not fit), and other subscribers still get everything.
+func TestStalledQueueDoesNotBlockPublishers(t *testing.T) {
+	cfg := anonCfg()
+	cfg.Limits.DeliveryWait = 50 * time.Millisecond
+	cfg.Limits.MaxInflight, cfg.Limits.MaxQueuedMessages = 16, 32
+	r := start(t, cfg, t.TempDir(), nil)
+	stuck := dialRawClient(t, r.addr(0), "stuck", 100)
+	body := append([]byte{0, 1, 0}, mqttString("s/#")...)
+	stuck.send(packet(0x82, append(body, 0)), true) // subscribe at QoS 0, then never read
+
+	var mu sync.Mutex
+	var healthy int
+	good := dialRawClient(t, r.addr(0), "good", 100)
+	good.subscribe(t, "s/#", 0, func(p []byte) {
+		mu.Lock()
+		healthy++
+		mu.Unlock()
+	})
+	waitFor(t, "both subscriptions", func() bool { return len(r.srv.Load().Topics.Subscribers("s/x").Subscriptions) == 2 })
+
+	// 64 KiB payloads fill the stuck subscriber's socket buffers and then
+	// its write queue.
+	const n = 400
+	big := make([]byte, 64<<10)
+	pub := dialRawClient(t, r.addr(0), "pub", 100)
+	pub.publishQoS0(t, "s/x", n, func(int) []byte { return big })
+	waitFor(t, "the healthy subscriber's messages", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return healthy == n+1 // and the barrier
+	})
+	st := r.Stats()
+	if st.DeliveryWaitTimeout != 1 {
+		t.Fatalf("DeliveryWaitTimeout = %d, want 1 (publishers stop waiting for a stalled subscriber); stats %+v", st.DeliveryWaitTimeout, st)
+	}
+	if st.MessagesDropped == 0 {
+		t.Errorf("the stuck subscriber dropped nothing: it was never full; stats %+v", st)
+	}
+}
+
+// TestOutboundQueue: the write queue the waits read is mochi's, found in
+// this version of mochi, with the capacity the limits give it.
+func TestOutboundQueue(t *testing.T) {
+	if !outboundOK {
+		t.Fatal("mochi's ClientState has no outbound queue of type chan *packets.Packet: write-queue back-pressure is off")
+	}
+	cfg := anonCfg()
+	cfg.Limits.MaxInflight, cfg.Limits.MaxQueuedMessages = 16, 40
+	r := start(t, cfg, t.TempDir(), nil)
+	dialRawClient(t, r.addr(0), "c", 100)
+	var q chan *packets.Packet
+	waitFor(t, "the client's flow", func() bool {
+		cl, ok := r.srv.Load().Clients.Get("c")
+		if !ok {
+			return false
+		}
+		f, ok := r.flows.Load(cl)
+		if ok {
+			q = f.(*flow).out
+		}
+		return ok
+	})
+	cl, _ := r.srv.Load().Clients.Get("c")
+	if q == nil || q != outboundQueue(cl) || cap(q) != 56 {
+		t.Fatalf("flow's queue %p (cap %d), client's %p; want the client's, cap 56", q, cap(q), outboundQueue(cl))
 	}
 }

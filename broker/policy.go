@@ -38,7 +38,9 @@ import (
 // is bounded by limits.delivery_wait: then the message is delivered (a
 // subscriber that is still full drops it, counted in Stats.MessagesDropped)
 // and publishers stop waiting for that subscriber until it acknowledges a
-// message again. A client is never made to wait for itself. Several publishers can pass the check at
+// message again. A client is never made to wait for itself. Publishes also
+// wait for room in their subscribers' write queues (see outbound.go), which
+// keeps QoS 0 deliveries from being dropped. Several publishers can pass the check at
 // the same moment, so a subscriber may briefly hold as many as that many
 // messages over its Receive Maximum.
 type policy struct {
@@ -56,6 +58,11 @@ type flow struct {
 	stalled atomic.Bool
 	mu      sync.Mutex
 	wake    chan struct{} // closed on the next completion; nil if nobody waits
+	// out is mochi's write queue of the client (nil if not found), and
+	// queueStalled is set when a publisher gave up waiting for room in it,
+	// until it is seen empty (see waitForQueues).
+	out          chan *packets.Packet
+	queueStalled atomic.Bool
 }
 
 func (f *flow) signal() {
@@ -250,7 +257,7 @@ func (h *policy) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	cl.Properties.Props.ReceiveMaximum = 0 // mochi resets the send quota from this on take-over
 	cl.State.Inflight.ResetSendQuota(0)    // 0 disables mochi's deferred sending
-	if old, loaded := h.b.flows.Swap(cl, &flow{limit: limit}); loaded {
+	if old, loaded := h.b.flows.Swap(cl, &flow{limit: limit, out: outboundQueue(cl)}); loaded {
 		old.(*flow).signal()
 	}
 	if cl.Net.Conn != nil {
@@ -314,9 +321,11 @@ func (h *policy) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 			return takeOver(pk), nil // the line acknowledges and delivers it
 		}
 	}
+	p := h.b.rooms.plan(h.srv(), pk.TopicName)
 	if pk.FixedHeader.Qos > 0 {
-		h.waitForRoom(cl, pk.TopicName)
+		h.waitForRoomPlan(cl, p)
 	}
+	h.waitForQueues(cl, p, pk.FixedHeader.Qos)
 	return pk, nil
 }
 
@@ -373,15 +382,10 @@ func (h *policy) reject(cl *mqtt.Client, pk packets.Packet, err error) error {
 	return packets.ErrRejectPacket
 }
 
-// waitForRoom blocks until every connected subscriber that will receive a
-// QoS 1/2 message on topic has room in flight (see policy). The subscribers
-// come from a per-topic cache (roomCache); when all have room it neither
-// allocates nor starts a timer.
-func (h *policy) waitForRoom(pub *mqtt.Client, topic string) {
-	h.waitForRoomPlan(pub, h.b.rooms.plan(h.srv(), topic))
-}
-
-// waitForRoomPlan is waitForRoom with the topic's plan at hand.
+// waitForRoomPlan blocks until every connected subscriber that will receive
+// a QoS 1/2 message on the plan's topic has room in flight (see policy). The
+// subscribers come from a per-topic cache (roomCache); when all have room it
+// neither allocates nor starts a timer.
 func (h *policy) waitForRoomPlan(pub *mqtt.Client, p *roomPlan) {
 	srv := h.srv()
 	w := roomWait{h: h}

@@ -14,6 +14,12 @@ import (
 type roomPlan struct {
 	clients []string
 	groups  [][]string
+	// Every subscriber, whatever its subscription's QoS (queues, queueGroups),
+	// and those subscribed at QoS 0 only (qos0): their write queues are what
+	// a publish waits for (see policy.waitForQueues).
+	queues      []string
+	queueGroups [][]string
+	qos0        []string
 	// nobody: no subscription of any kind (client, shared or in-process)
 	// matches the topic, so delivering a message on it does nothing.
 	nobody bool
@@ -48,19 +54,26 @@ func (c *roomCache) plan(srv *mqtt.Server, topic string) *roomPlan {
 	subs := srv.Topics.Subscribers(topic)
 	p = &roomPlan{nobody: len(subs.Subscriptions) == 0 && len(subs.Shared) == 0 && len(subs.InlineSubscriptions) == 0}
 	for id, sub := range subs.Subscriptions {
+		p.queues = append(p.queues, id)
 		if sub.Qos > 0 {
 			p.clients = append(p.clients, id)
+		} else {
+			p.qos0 = append(p.qos0, id)
 		}
 	}
 	for _, group := range subs.Shared {
-		var ids []string
+		var ids, all []string
 		for id, sub := range group {
+			all = append(all, id)
 			if sub.Qos > 0 {
 				ids = append(ids, id)
 			}
 		}
 		if len(ids) > 0 {
 			p.groups = append(p.groups, ids)
+		}
+		if len(all) > 0 {
+			p.queueGroups = append(p.queueGroups, all)
 		}
 	}
 	c.mu.Lock()
