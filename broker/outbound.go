@@ -2,6 +2,7 @@ package broker
 
 import (
 	"reflect"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -86,12 +87,7 @@ func (h *policy) waitForQueues(pub *mqtt.Client, p *roomPlan, qos byte) {
 	}
 	var members []*mqtt.Client
 	for _, ids := range p.queueGroups {
-		members = members[:0]
-		for _, id := range ids {
-			if cl, ok := srv.Clients.Get(id); ok && cl != pub {
-				members = append(members, cl)
-			}
-		}
+		members = appendClients(members[:0], srv, ids, pub)
 		if len(members) > 0 && !h.waitQueues(pub, &w, members...) {
 			return
 		}
@@ -141,14 +137,8 @@ func (h *policy) waitQueues(pub *mqtt.Client, w *roomWait, cls ...*mqtt.Client) 
 		select {
 		case <-tick.C:
 		case <-w.deadline():
-			h.b.deliveryTimeouts.Add(1)
-			for _, cl := range cls {
-				if f, found := h.b.flows.Load(cl); found {
-					f.(*flow).queueStalled.Store(true)
-				}
-			}
-			h.b.log.Warn("subscriber not keeping up: delivering without waiting until its write queue empties; it may drop messages",
-				"clients", clientIDs(cls))
+			h.giveUp(cls, func(f *flow) *atomic.Bool { return &f.queueStalled },
+				"subscriber not keeping up: delivering without waiting until its write queue empties; it may drop messages")
 			return false
 		case <-h.b.stopping:
 			return false

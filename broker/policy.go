@@ -399,12 +399,7 @@ func (h *policy) waitForRoomPlan(pub *mqtt.Client, p *roomPlan) {
 	}
 	var members []*mqtt.Client
 	for _, ids := range p.groups {
-		members = members[:0]
-		for _, id := range ids {
-			if cl, ok := srv.Clients.Get(id); ok && cl != pub {
-				members = append(members, cl)
-			}
-		}
+		members = appendClients(members[:0], srv, ids, pub)
 		if !h.waitClients(pub, &w, members...) {
 			return
 		}
@@ -472,14 +467,8 @@ func (h *policy) waitClients(pub *mqtt.Client, w *roomWait, cls ...*mqtt.Client)
 		case <-wake:
 		case <-poll:
 		case <-w.deadline():
-			h.b.deliveryTimeouts.Add(1)
-			for _, cl := range cls {
-				if f, found := h.b.flows.Load(cl); found {
-					f.(*flow).stalled.Store(true)
-				}
-			}
-			h.b.log.Warn("subscriber not keeping up: delivering without waiting until it acknowledges again; its queue may drop messages",
-				"clients", clientIDs(cls))
+			h.giveUp(cls, func(f *flow) *atomic.Bool { return &f.stalled },
+				"subscriber not keeping up: delivering without waiting until it acknowledges again; its queue may drop messages")
 			ok = false
 		case <-h.b.stopping:
 			ok = false
@@ -491,6 +480,29 @@ func (h *policy) waitClients(pub *mqtt.Client, w *roomWait, cls ...*mqtt.Client)
 			return false
 		}
 	}
+}
+
+// appendClients appends to dst the known clients among ids, other than pub.
+func appendClients(dst []*mqtt.Client, srv *mqtt.Server, ids []string, pub *mqtt.Client) []*mqtt.Client {
+	for _, id := range ids {
+		if cl, ok := srv.Clients.Get(id); ok && cl != pub {
+			dst = append(dst, cl)
+		}
+	}
+	return dst
+}
+
+// giveUp ends a delivery wait that reached limits.delivery_wait: it counts
+// it, sets the flag mark picks in each client's flow, so that publishers stop
+// waiting for them, and logs msg.
+func (h *policy) giveUp(cls []*mqtt.Client, mark func(*flow) *atomic.Bool, msg string) {
+	h.b.deliveryTimeouts.Add(1)
+	for _, cl := range cls {
+		if f, found := h.b.flows.Load(cl); found {
+			mark(f.(*flow)).Store(true)
+		}
+	}
+	h.b.log.Warn(msg, "clients", clientIDs(cls))
 }
 
 func clientIDs(cls []*mqtt.Client) []string {

@@ -38,21 +38,8 @@ func TestQuickBenchJSON(t *testing.T) {
 		targets = append(targets, "gateway")
 		args = append(args, "--gateway", bin)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	if code := run(ctx, args, &stdout, &stderr); code != 0 {
-		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
-	}
+	rep, got, saved := runJSON(t, 50*time.Second, args...)
 	t.Logf("measured %v", targets)
-	var rep report
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		t.Fatalf("JSON output does not parse: %v\n%s", err, stdout.String())
-	}
-	got := map[string]result{}
-	for _, r := range rep.Results {
-		got[r.Scenario+"/"+r.Target] = r
-	}
 	for _, sc := range []struct {
 		name       string
 		pubs, subs int
@@ -113,12 +100,8 @@ func TestQuickBenchJSON(t *testing.T) {
 	}
 
 	// The saved report prints as the table.
-	saved := filepath.Join(t.TempDir(), "report.json")
-	if err := os.WriteFile(saved, stdout.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var table bytes.Buffer
-	if code := run(ctx, []string{"--from-json", saved}, &table, &stderr); code != 0 {
+	var table, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"--from-json", saved}, &table, &stderr); code != 0 {
 		t.Fatalf("--from-json: exit %d: %s", code, stderr.String())
 	}
 	for _, want := range []string{"gateway", "mosquitto", "qos1-2x2", "qos0-4x1", mRate, mDelivery, "≥ 1.0× mosquitto"} {
@@ -365,31 +348,13 @@ func TestSoakGrowth(t *testing.T) {
 // the gateway's connection, and its goal row is computed. Speed is not
 // asserted.
 func TestQuickDrain(t *testing.T) {
-	if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
-		t.Fatalf("mosquitto is not installed (bash .ci/run installs it): %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "fieldgate")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/fieldgate")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build ./cmd/fieldgate: %v\n%s", err, out)
-	}
+	bin := buildGateway(t)
 	for _, live := range []bool{false, true} {
 		args := []string{"--quick", "--json", "--only", "drain", "--drain-messages", "3000", "--gateway", bin}
 		if live {
 			args = append(args, "--drain-live-subscriber")
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		var stdout, stderr bytes.Buffer
-		code := run(ctx, args, &stdout, &stderr)
-		cancel()
-		if code != 0 {
-			t.Fatalf("%v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, stdout.String(), stderr.String())
-		}
-		var rep report
-		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-			t.Fatalf("JSON output does not parse: %v\n%s", err, stdout.String())
-		}
+		rep, _, _ := runJSON(t, 60*time.Second, args...)
 		if len(rep.Results) != 1 {
 			t.Fatalf("live %v: %d results, want 1: %+v", live, len(rep.Results), rep.Results)
 		}
@@ -429,29 +394,8 @@ func TestQuickDrain(t *testing.T) {
 // the gateway's buffer holding all of them (ingest) or none (ingest-nostore),
 // and the CPU shares reported.
 func TestQuickIngest(t *testing.T) {
-	if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
-		t.Fatalf("mosquitto is not installed (bash .ci/run installs it): %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "fieldgate")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/fieldgate")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build ./cmd/fieldgate: %v\n%s", err, out)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	if code := run(ctx, []string{"--quick", "--json", "--only", "ingest", "--ingest-messages", "3000", "--gateway", bin}, &stdout, &stderr); code != 0 {
-		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
-	}
-	var rep report
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		t.Fatalf("JSON output does not parse: %v\n%s", err, stdout.String())
-	}
-	got := map[string]result{}
-	for _, r := range rep.Results {
-		got[r.Scenario+"/"+r.Target] = r
-	}
+	bin := buildGateway(t)
+	rep, got, _ := runJSON(t, 60*time.Second, "--quick", "--json", "--only", "ingest", "--ingest-messages", "3000", "--gateway", bin)
 	if len(rep.Results) != 3 {
 		t.Errorf("%d results, want ingest on both targets and ingest-nostore on the gateway: %+v", len(rep.Results), rep.Results)
 	}
@@ -492,4 +436,46 @@ func TestQuickIngest(t *testing.T) {
 	if !judged {
 		t.Errorf("no ingest goal judged on the gateway's rate: %+v", rep.Goals)
 	}
+}
+
+// buildGateway checks that mosquitto is installed and builds ./cmd/fieldgate
+// into a temporary directory, for the scenarios that need both.
+func buildGateway(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
+		t.Fatalf("mosquitto is not installed (bash .ci/run installs it): %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "fieldgate")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/fieldgate")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build ./cmd/fieldgate: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runJSON runs the bench with args (which ask for --json) within timeout and
+// returns its report, the results by "scenario/target", and the file the
+// output was saved in.
+func runJSON(t *testing.T, timeout time.Duration, args ...string) (report, map[string]result, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, args, &stdout, &stderr); code != 0 {
+		t.Fatalf("%v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, stdout.String(), stderr.String())
+	}
+	var rep report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("JSON output does not parse: %v\n%s", err, stdout.String())
+	}
+	got := map[string]result{}
+	for _, r := range rep.Results {
+		got[r.Scenario+"/"+r.Target] = r
+	}
+	saved := filepath.Join(t.TempDir(), "report.json")
+	if err := os.WriteFile(saved, stdout.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return rep, got, saved
 }
