@@ -15,16 +15,7 @@ import (
 
 // slowSubConfig gives clients a 48-packet write queue (max_queued_messages
 // 32 + max_inflight 16), far less than the bursts below.
-const slowSubConfig = `gateway:
-  id: e2e
-  data_dir: {{data}}
-  http: {address: 127.0.0.1:{{http}}}
-broker:
-  listeners:
-    - {type: tcp, address: 127.0.0.1:{{mqtt}}}
-  auth: {anonymous: true}
-  limits: {max_inflight: 16, max_queued_messages: 32, delivery_wait: %s}
-`
+const slowSubConfig = anonHeader + "  limits: {max_inflight: 16, max_queued_messages: 32, delivery_wait: %s}\n"
 
 // burst publishes n messages of 16 KiB at QoS 0 on topic with mosquitto_pub.
 func burst(t *testing.T, g *gw, topic string, n int) {
