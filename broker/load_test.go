@@ -432,3 +432,44 @@ func TestOutboundQueue(t *testing.T) {
 		t.Fatalf("flow's queue %p (cap %d), client's %p; want the client's, cap 56", q, cap(q), outboundQueue(cl))
 	}
 }
+
+// A shared-subscription member that stopped reading is not picked once its
+// write queue fills: QoS 0 messages go to the member that reads, and none
+// is dropped or waits out delivery_wait.
+func TestSharedGroupSkipsFullMember(t *testing.T) {
+	cfg := anonCfg()
+	cfg.Limits.DeliveryWait = 10 * time.Second
+	cfg.Limits.MaxInflight, cfg.Limits.MaxQueuedMessages = 16, 32
+	r := start(t, cfg, t.TempDir(), nil)
+	stuck := dialRawClient(t, r.addr(0), "stuck", 100)
+	body := append([]byte{0, 1, 0}, mqttString("$share/g/s/#")...)
+	stuck.send(packet(0x82, append(body, 0)), true) // subscribe at QoS 0, then never read
+
+	var mu sync.Mutex
+	var good int
+	member := dialRawClient(t, r.addr(0), "good", 100)
+	member.subscribe(t, "$share/g/s/#", 0, func([]byte) {
+		mu.Lock()
+		good++
+		mu.Unlock()
+	})
+	waitFor(t, "both members", func() bool {
+		g := r.srv.Load().Topics.Subscribers("s/x").Shared["$share/g/s/#"]
+		return len(g) == 2
+	})
+
+	// 64 KiB payloads: the stuck member's socket buffers fill, then its queue.
+	const n = 400
+	big := make([]byte, 64<<10)
+	pub := dialRawClient(t, r.addr(0), "pub", 100)
+	pub.publishQoS0(t, "s/x", n, func(int) []byte { return big })
+	st := r.Stats()
+	if st.MessagesDropped != 0 || st.DeliveryWaitTimeout != 0 {
+		t.Fatalf("%d dropped, %d waits timed out; want none (the group's other member reads); stats %+v", st.MessagesDropped, st.DeliveryWaitTimeout, st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if good == 0 {
+		t.Fatal("the reading member received nothing")
+	}
+}

@@ -514,8 +514,10 @@ func clientIDs(cls []*mqtt.Client) []string {
 }
 
 // OnSelectSubscribers picks, in each shared-subscription group, the
-// connected member with the fewest messages in flight (mochi picks at
-// random, disconnected members included).
+// connected member with the fewest messages in flight plus packets in its
+// write queue (mochi picks at random, disconnected members included): a
+// member that stopped reading is not picked once its queue fills, which a
+// QoS 0 publish waits for (see waitForQueues).
 func (h *policy) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
 	srv := h.srv()
 	for _, group := range subs.Shared {
@@ -525,6 +527,9 @@ func (h *policy) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) 
 			load := 1 << 30
 			if cl, ok := srv.Clients.Get(id); ok && !cl.Closed() {
 				load = cl.State.Inflight.Len()
+				if f, ok := h.b.flows.Load(cl); ok {
+					load += len(f.(*flow).out) // 0 for a nil channel
+				}
 			}
 			if best == "" || load < bestLoad {
 				best, bestLoad, bestSub = id, load, sub
