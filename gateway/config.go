@@ -53,7 +53,8 @@ type GatewayConfig struct {
 	// (debug.SetMemoryLimit): the garbage collector works harder as the
 	// heap approaches it, which keeps a Pi-sized gateway small with a large
 	// backlog. Default 80MiB; 0 leaves the runtime's default. The GOMEMLIMIT
-	// environment variable, when set, wins.
+	// environment variable, when set, wins. While a limit is in effect the
+	// collector's target is GOGC=400 (see gcPercent) unless GOGC is set.
 	MemoryLimit *buffer.Size `yaml:"memory_limit"`
 }
 

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -119,9 +118,7 @@ func (g *Gateway) Ready() bool {
 // gateway.shutdown_timeout.
 func (g *Gateway) Run(ctx context.Context) (err error) {
 	cfg := g.cfg
-	if limit := int64(*cfg.Gateway.MemoryLimit); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(limit)
-	}
+	tuneRuntime(int64(*cfg.Gateway.MemoryLimit), os.Getenv)
 	dataDir := cfg.Gateway.DataDir
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)

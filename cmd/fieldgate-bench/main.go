@@ -117,7 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "CI-sized run: few messages, short windows")
 	fs.BoolVar(&o.jsonOut, "json", false, "print JSON instead of the table")
 	fs.StringVar(&o.fromJSON, "from-json", "", "print the table of a report saved with --json, and run nothing")
-	fs.Int64Var(&o.messages, "messages", 0, "publishes per throughput scenario, split over its publishers (default 20000, quick 2000)")
+	fs.Int64Var(&o.messages, "messages", 0, "publishes per throughput scenario, split over its publishers (default 50000, quick 2000)")
 	fs.DurationVar(&o.duration, "duration", 0, "publish for this long per throughput scenario instead of --messages")
 	fs.IntVar(&o.repeat, "repeat", 1, "runs per throughput scenario and target, alternating targets; the table shows the median rate (delivery counts every run)")
 	fs.IntVar(&o.window, "window", 100, "in-flight QoS 1/2 publishes per publisher")
@@ -197,7 +197,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			}
 		}
 	}
-	def(&o.messages, 20_000, 2_000)
+	def(&o.messages, 50_000, 2_000)
 	def(&o.ingestMsgs, 300_000, 2_000)
 	def(&o.drainMessages, 1_000_000, 10_000)
 	o.idle, o.settle, o.modbusWindow = 5*time.Second, 2*time.Second, 10*time.Second
