@@ -367,35 +367,11 @@ func TestDeliveryQoS0SlowSubscriber(t *testing.T) {
 // limits.delivery_wait once; then they stop waiting for it (it drops what
 // does not fit), and other subscribers still get everything.
 func TestStalledQueueDoesNotBlockPublishers(t *testing.T) {
-	cfg := anonCfg()
-	cfg.Limits.DeliveryWait = 50 * time.Millisecond
-	cfg.Limits.MaxInflight, cfg.Limits.MaxQueuedMessages = 16, 32
-	r := start(t, cfg, t.TempDir(), nil)
-	stuck := dialRawClient(t, r.addr(0), "stuck", 100)
-	body := append([]byte{0, 1, 0}, mqttString("s/#")...)
-	stuck.send(packet(0x82, append(body, 0)), true) // subscribe at QoS 0, then never read
-
-	var mu sync.Mutex
-	var healthy int
-	good := dialRawClient(t, r.addr(0), "good", 100)
-	good.subscribe(t, "s/#", 0, func(p []byte) {
-		mu.Lock()
-		healthy++
-		mu.Unlock()
-	})
+	r, healthy := stuckAndGood(t, 50*time.Millisecond, "s/#")
 	waitFor(t, "both subscriptions", func() bool { return len(r.srv.Load().Topics.Subscribers("s/x").Subscriptions) == 2 })
-
-	// 64 KiB payloads fill the stuck subscriber's socket buffers and then
-	// its write queue.
 	const n = 400
-	big := make([]byte, 64<<10)
-	pub := dialRawClient(t, r.addr(0), "pub", 100)
-	pub.publishQoS0(t, "s/x", n, func(int) []byte { return big })
-	waitFor(t, "the healthy subscriber's messages", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return healthy == n+1 // and the barrier
-	})
+	publishBig(t, r, "s/x", n)
+	waitFor(t, "the healthy subscriber's messages", func() bool { return healthy() == n+1 }) // and the barrier
 	st := r.Stats()
 	if st.DeliveryWaitTimeout != 1 {
 		t.Fatalf("DeliveryWaitTimeout = %d, want 1 (publishers stop waiting for a stalled subscriber); stats %+v", st.DeliveryWaitTimeout, st)
@@ -437,39 +413,50 @@ func TestOutboundQueue(t *testing.T) {
 // write queue fills: QoS 0 messages go to the member that reads, and none
 // is dropped or waits out delivery_wait.
 func TestSharedGroupSkipsFullMember(t *testing.T) {
-	cfg := anonCfg()
-	cfg.Limits.DeliveryWait = 10 * time.Second
-	cfg.Limits.MaxInflight, cfg.Limits.MaxQueuedMessages = 16, 32
-	r := start(t, cfg, t.TempDir(), nil)
-	stuck := dialRawClient(t, r.addr(0), "stuck", 100)
-	body := append([]byte{0, 1, 0}, mqttString("$share/g/s/#")...)
-	stuck.send(packet(0x82, append(body, 0)), true) // subscribe at QoS 0, then never read
-
-	var mu sync.Mutex
-	var good int
-	member := dialRawClient(t, r.addr(0), "good", 100)
-	member.subscribe(t, "$share/g/s/#", 0, func([]byte) {
-		mu.Lock()
-		good++
-		mu.Unlock()
-	})
-	waitFor(t, "both members", func() bool {
-		g := r.srv.Load().Topics.Subscribers("s/x").Shared["$share/g/s/#"]
-		return len(g) == 2
-	})
-
-	// 64 KiB payloads: the stuck member's socket buffers fill, then its queue.
-	const n = 400
-	big := make([]byte, 64<<10)
-	pub := dialRawClient(t, r.addr(0), "pub", 100)
-	pub.publishQoS0(t, "s/x", n, func(int) []byte { return big })
+	r, good := stuckAndGood(t, 10*time.Second, "$share/g/s/#")
+	waitFor(t, "both members", func() bool { return len(r.srv.Load().Topics.Subscribers("s/x").Shared["$share/g/s/#"]) == 2 })
+	publishBig(t, r, "s/x", 400)
 	st := r.Stats()
 	if st.MessagesDropped != 0 || st.DeliveryWaitTimeout != 0 {
 		t.Fatalf("%d dropped, %d waits timed out; want none (the group's other member reads); stats %+v", st.MessagesDropped, st.DeliveryWaitTimeout, st)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if good == 0 {
+	if good() == 0 {
 		t.Fatal("the reading member received nothing")
 	}
+}
+
+// stuckAndGood starts a broker whose clients have a 48-packet write queue
+// and the given delivery_wait, a client "stuck" that subscribes to filter at
+// QoS 0 and never reads again, and a client "good" on the same filter that
+// reads everything; good reports how many messages it received.
+func stuckAndGood(t *testing.T, wait time.Duration, filter string) (r *running, good func() int) {
+	t.Helper()
+	cfg := anonCfg()
+	cfg.Limits.DeliveryWait = wait
+	cfg.Limits.MaxInflight, cfg.Limits.MaxQueuedMessages = 16, 32
+	r = start(t, cfg, t.TempDir(), nil)
+	stuck := dialRawClient(t, r.addr(0), "stuck", 100)
+	body := append([]byte{0, 1, 0}, mqttString(filter)...)
+	stuck.send(packet(0x82, append(body, 0)), true)
+	var mu sync.Mutex
+	n := 0
+	dialRawClient(t, r.addr(0), "good", 100).subscribe(t, filter, 0, func([]byte) {
+		mu.Lock()
+		n++
+		mu.Unlock()
+	})
+	return r, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return n
+	}
+}
+
+// publishBig publishes n QoS 0 messages of 64 KiB (and a barrier, see
+// publishQoS0): enough to fill a stuck subscriber's socket buffers and then
+// its write queue.
+func publishBig(t *testing.T, r *running, topic string, n int) {
+	t.Helper()
+	big := make([]byte, 64<<10)
+	dialRawClient(t, r.addr(0), "pub", 100).publishQoS0(t, topic, n, func(int) []byte { return big })
 }
