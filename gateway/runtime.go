@@ -3,10 +3,10 @@ package gateway
 import "runtime/debug"
 
 // gcPercent is the garbage collector's target (GOGC) while a memory limit is
-// in effect. With Go's default of 100 the collector ran every time the heap
-// doubled over a live heap of 10–15 MB, and took 10 % of the CPU, with 4 %
-// more in assists, under a broker load of 4 QoS 1 publishers to one
-// subscriber (pprof). At 400, measured with fieldgate-bench (two runs each,
+// in effect. With Go's default of 100 the collector took 10 % of the CPU,
+// with 4 % more in assists, under a broker load of 4 QoS 1 publishers to one
+// subscriber (pprof; mochi builds fresh subscriber maps for every publish).
+// At 400, measured with fieldgate-bench (two runs each,
 // 100k–200k messages): qos1-4x1 58–60k → 74–75k msgs/s, qos2-1x10 82–86k →
 // 120–122k, durable ingest 38.8–39.0k → 41.2–43.1k; the peak RSS under
 // those loads went from 22–33 MB to 35–74 MB, the idle RSS stayed at 15 MB
