@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -390,16 +392,16 @@ func TestQuickDrain(t *testing.T) {
 }
 
 // TestQuickIngest runs the durable ingest scenario and its reference on the
-// gateway, and the ingest scenario on mosquitto: every publish acknowledged,
-// the gateway's buffer holding all of them (ingest) or none (ingest-nostore),
-// and the CPU shares reported.
+// gateway, the ingest scenario on mosquitto and the floor: every publish
+// acknowledged, the gateway's buffer holding all of them (ingest) or none
+// (ingest-nostore), and the CPU shares and fdatasync batches reported.
 func TestQuickIngest(t *testing.T) {
 	bin := buildGateway(t)
-	rep, got, _ := runJSON(t, 60*time.Second, "--quick", "--json", "--only", "ingest", "--ingest-messages", "3000", "--gateway", bin)
-	if len(rep.Results) != 3 {
-		t.Errorf("%d results, want ingest on both targets and ingest-nostore on the gateway: %+v", len(rep.Results), rep.Results)
+	rep, got, saved := runJSON(t, 90*time.Second, "--quick", "--json", "--only", "ingest", "--ingest-messages", "3000", "--gateway", bin)
+	if len(rep.Results) != 4 {
+		t.Errorf("%d results, want ingest on both targets, ingest-nostore on the gateway and ingest-floor: %+v", len(rep.Results), rep.Results)
 	}
-	for key, stored := range map[string]float64{"ingest/gateway": 3000, "ingest/mosquitto": -1, "ingest-nostore/gateway": 0} {
+	for key, stored := range map[string]float64{"ingest/gateway": 3000, "ingest/mosquitto": -1, "ingest-nostore/gateway": 0, "ingest-floor/floor": -1} {
 		r, ok := got[key]
 		if !ok {
 			t.Errorf("no result for %s", key)
@@ -424,12 +426,34 @@ func TestQuickIngest(t *testing.T) {
 	if !strings.Contains(got["ingest-nostore/gateway"].Note, "nothing is stored") {
 		t.Errorf("ingest-nostore note %q does not say that nothing is stored", got["ingest-nostore/gateway"].Note)
 	}
+	// Both durable rows say how many messages an fdatasync carried: at
+	// least one, at most the 64 in flight.
+	for _, key := range []string{"ingest/gateway", "ingest-floor/floor"} {
+		if v := got[key].Extra["msgs_per_fsync"]; v < 1 || v > ingestInflight {
+			t.Errorf("%s: %v messages per fdatasync, want 1..%d", key, v, ingestInflight)
+		}
+	}
+	if v := got["ingest-floor/floor"].Extra["batch_sync_ms"]; v <= 0 {
+		t.Errorf("ingest-floor: write+fdatasync %v ms, want > 0", v)
+	}
+	if !strings.Contains(got["ingest-floor/floor"].Note, "upper bound") {
+		t.Errorf("ingest-floor note %q does not say it is an upper bound", got["ingest-floor/floor"].Note)
+	}
+	// The table shows the floor's numbers in the first column.
+	var table, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"--from-json", saved}, &table, &stderr); code != 0 {
+		t.Fatalf("--from-json: exit %d: %s", code, stderr.String())
+	}
+	floorRate := fmt.Sprintf("%.0f", got["ingest-floor/floor"].Rate)
+	if !regexp.MustCompile(`ingest-floor +acked msg/s +` + floorRate + ` `).MatchString(table.String()) {
+		t.Errorf("table has no ingest-floor row with rate %s:\n%s", floorRate, table.String())
+	}
 	var judged bool
 	for _, g := range rep.Goals {
 		if g.Scenario == "ingest" {
 			judged = g.Measured == got["ingest/gateway"].Rate && (g.Status == "pass" || g.Status == "miss")
 		}
-		if g.Scenario == "ingest-nostore" {
+		if g.Scenario == "ingest-nostore" || g.Scenario == "ingest-floor" {
 			t.Errorf("the reference has a goal: %+v", g)
 		}
 	}

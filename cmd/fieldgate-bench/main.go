@@ -87,7 +87,7 @@ func scenarioNames() []string {
 			n = append(n, fmt.Sprintf("qos%d-%s", q, s.name))
 		}
 	}
-	return append(n, "idle", "ingest", "ingest-nostore", "drain", "modbus-"+slavePymodbus, "modbus-"+slaveGo)
+	return append(n, "idle", "ingest", "ingest-nostore", "ingest-floor", "drain", "modbus-"+slavePymodbus, "modbus-"+slaveGo)
 }
 
 func (o *options) selected(name string) bool {
@@ -113,7 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.mosqInflight, "mosquitto-inflight", 0, "mosquitto's max_inflight_messages (0 = unlimited; queues are always unlimited, so no setting drops)")
 	fs.StringVar(&o.host, "host", "127.0.0.1", "loopback address to bind and dial (non-loopback is refused)")
 	targets := fs.String("targets", "gateway,mosquitto", "systems to measure: gateway, mosquitto")
-	only := fs.String("only", "", "comma-separated scenarios or prefixes (qos1, qos0-2x2, idle, ingest, ingest-nostore, drain, modbus)")
+	only := fs.String("only", "", "comma-separated scenarios or prefixes (qos1, qos0-2x2, idle, ingest, ingest-nostore, ingest-floor, drain, modbus)")
 	fs.BoolVar(&o.quick, "quick", false, "CI-sized run: few messages, short windows")
 	fs.BoolVar(&o.jsonOut, "json", false, "print JSON instead of the table")
 	fs.StringVar(&o.fromJSON, "from-json", "", "print the table of a report saved with --json, and run nothing")
@@ -226,6 +226,18 @@ type report struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "serve-floor" {
+		// Internal: the ingest-floor row runs the bench binary this way.
+		if len(args) != 3 {
+			fmt.Fprintln(stderr, "usage: fieldgate-bench serve-floor ADDR DIR")
+			return 2
+		}
+		if err := serveFloor(ctx, args[1], args[2]); err != nil {
+			fmt.Fprintln(stderr, "fieldgate-bench:", err)
+			return 1
+		}
+		return 0
+	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
@@ -402,6 +414,11 @@ func bench(ctx context.Context, o *options, dir string, stderr io.Writer) []resu
 			b.stop()
 			logr(r)
 		}
+	}
+	// ingest-floor is the machine's reference: the same load on the least
+	// any durable ingest does (see floor.go).
+	if o.selected("ingest-floor") && ctx.Err() == nil {
+		logr(ingestFloor(ctx, o, next()))
 	}
 	if o.selected("drain") && o.has("gateway") && ctx.Err() == nil {
 		logr(drain(ctx, o, next()))

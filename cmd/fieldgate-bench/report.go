@@ -154,6 +154,9 @@ func printTable(w io.Writer, rep *report) {
 		}
 		seen[r.Scenario] = true
 		gw, mq := find(rep.Results, r.Scenario, "gateway"), find(rep.Results, r.Scenario, "mosquitto")
+		if r.Scenario == "ingest-floor" {
+			gw = find(rep.Results, r.Scenario, "floor") // shown in the first column; the note says what it is
+		}
 		row := func(metric string, val func(*result) (float64, bool), format string, ratio bool) {
 			cell := func(x *result) (string, float64) {
 				if x == nil {
@@ -189,13 +192,15 @@ func printTable(w io.Writer, rep *report) {
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", true)
 		case r.Scenario == "idle":
 			row(mRSS, always(func(x *result) float64 { return mb(x.PeakRSS) }), "%.1f", true)
-		case r.Scenario == "ingest" || r.Scenario == "ingest-nostore":
+		case r.Scenario == "ingest" || r.Scenario == "ingest-nostore" || r.Scenario == "ingest-floor":
 			extra := func(k string, scale float64) func(*result) (float64, bool) {
 				return func(x *result) (float64, bool) { v, ok := x.Extra[k]; return v * scale, ok }
 			}
 			row("acked msg/s", func(x *result) (float64, bool) { return x.Rate, true }, "%.0f", false)
 			row("fsync ms (data dir)", extra("fsync_ms", 1), "%.2f", false)
 			row("64 / fsync msg/s", extra("fsync_bound_per_s", 1), "%.0f", false)
+			row("write+fdatasync ms", extra("batch_sync_ms", 1), "%.2f", false)
+			row("msgs per fdatasync", extra("msgs_per_fsync", 1), "%.1f", false)
 			row(mCPU, always(func(x *result) float64 { return 1e6 * x.CPUPerMsg }), "%.2f", false)
 			row("bench CPU µs/msg", extra("bench_cpu_s_per_msg", 1e6), "%.2f", false)
 			row("CPU-bound msg/s", extra("cpu_bound_per_s", 1), "%.0f", false)

@@ -309,10 +309,13 @@ func peakRSS(b *broker, rs *rssSampler) int64 {
 	return peak
 }
 
-// metricStored counts the records the gateway's buffer made durable.
+// metricStored counts the records the gateway's buffer made durable,
+// metricSyncs the fdatasync rounds (group commits) that did it.
 const (
 	metricStored = "fieldgate_buffer_appended_total"
 	hintStored   = "buffer_appended_total"
+	metricSyncs  = "fieldgate_buffer_fsyncs_total"
+	hintSyncs    = "buffer_fsyncs_total"
 )
 
 // ingest measures acknowledged publishes/s with no subscriber. scenario is
@@ -373,6 +376,8 @@ func ingest(ctx context.Context, b *broker, s loadSpec, scenario string) result 
 		r.Note = "no persistence: not durable, for reference only"
 	case scenario == "ingest-nostore":
 		r.Note = "reference: no forward route matches, nothing is stored (the MQTT path alone)"
+	case b.kind == "floor":
+		r.Note = "reference: the least any durable ingest does here (parse, append to a pre-written log, one fdatasync per batch, then PUBACK); no broker, no store: an upper bound, not a target"
 	}
 	if b.kind == "gateway" && r.Error == "" {
 		m, err := b.metrics()
@@ -386,6 +391,9 @@ func ingest(ctx context.Context, b *broker, s loadSpec, scenario string) result 
 			want = 0
 		}
 		r.Extra["stored"] = stored
+		if syncs, _, ok := metricValue(m, metricSyncs, hintSyncs); ok && syncs > 0 && stored > 0 {
+			r.Extra["msgs_per_fsync"] = stored / syncs
+		}
 		if !ok || stored != want {
 			r.Error = fmt.Sprintf("the buffer stored %.0f records (%s), want %.0f", stored, metricStored, want)
 		}
