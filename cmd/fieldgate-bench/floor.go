@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -266,13 +265,9 @@ func (s *floor) append(recs []byte) error {
 // startFloor starts the floor (this binary, serve-floor) on host with a
 // fresh port and its log in dir, and waits until it accepts connections.
 func startFloor(dir, host string) (*broker, error) {
-	port, err := freePort(host)
+	addr, err := newTargetDir(host, dir, "floor")
 	if err != nil {
 		return nil, err
-	}
-	addr := net.JoinHostPort(host, strconv.Itoa(port))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("floor dir: %w", err)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -283,8 +278,8 @@ func startFloor(dir, host string) (*broker, error) {
 		return nil, err
 	}
 	b := &broker{kind: "floor", addr: addr, p: p, dir: dir, bin: self}
-	if err := p.waitFor(30*time.Second, "listener on "+addr, func() bool { return canDial(addr) }); err != nil {
-		p.stop(time.Second)
+	// It writes its 64 MiB log before it listens.
+	if err := b.awaitListener(30 * time.Second); err != nil {
 		return nil, err
 	}
 	return b, nil

@@ -309,13 +309,9 @@ log_type warning
 // startMosquitto starts mosquitto on host with a fresh port in dir and waits
 // until it accepts connections.
 func startMosquitto(bin, dir, host string, inflight int) (*broker, error) {
-	port, err := freePort(host)
+	addr, err := newTargetDir(host, dir, "mosquitto")
 	if err != nil {
 		return nil, err
-	}
-	addr := net.JoinHostPort(host, strconv.Itoa(port))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("mosquitto dir: %w", err)
 	}
 	conf := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(conf, []byte(mosquittoConf(addr, inflight)), 0o600); err != nil {
@@ -326,11 +322,33 @@ func startMosquitto(bin, dir, host string, inflight int) (*broker, error) {
 		return nil, err
 	}
 	b := &broker{kind: "mosquitto", addr: addr, p: p, dir: dir, config: conf, bin: bin}
-	if err := p.waitFor(10*time.Second, "listener on "+addr, func() bool { return canDial(addr) }); err != nil {
-		p.stop(time.Second)
+	if err := b.awaitListener(10 * time.Second); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// newTargetDir creates a target's dir and picks a fresh port on host for
+// it; what names the target in errors.
+func newTargetDir(host, dir, what string) (addr string, err error) {
+	port, err := freePort(host)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("%s dir: %w", what, err)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), nil
+}
+
+// awaitListener waits until b accepts connections; if it does not within
+// timeout, it stops b.
+func (b *broker) awaitListener(timeout time.Duration) error {
+	err := b.p.waitFor(timeout, "listener on "+b.addr, func() bool { return canDial(b.addr) })
+	if err != nil {
+		b.p.stop(time.Second)
+	}
+	return err
 }
 
 func canDial(addr string) bool {
