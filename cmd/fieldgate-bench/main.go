@@ -12,6 +12,9 @@
 //	go run ./cmd/fieldgate-bench --only qos1,drain
 //	go run ./cmd/fieldgate-bench --soak --soak-duration 30m
 //
+// The ingest-floor row runs this binary as "fieldgate-bench serve-floor ADDR
+// DIR": the least any durable ingest does, as a reference (see floor.go).
+//
 // Exit codes: 0 measured (goals may be missed: they are reported, not
 // enforced); 1 a scenario failed to run or the soak lost acknowledged
 // messages; 2 usage error.
