@@ -82,6 +82,9 @@ type Bridge struct {
 	cur     link // nil when not connected
 	state   string
 	started bool
+	// lastErr and lastErrAt: the last connect failure or lost connection.
+	lastErr   string
+	lastErrAt time.Time
 
 	// Drain state, owned by Run's goroutine (no concurrent access).
 	cursor     uint64    // last seq handed to the upstream
@@ -362,6 +365,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 				return nil
 			}
 			b.st.connectFailures.Add(1)
+			b.noteDown(err)
 			if !wasDown {
 				b.log.Warn("upstream unreachable; buffering", "url", b.ep.url.Redacted(), "err", err)
 				wasDown = true
@@ -379,6 +383,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 			if errors.As(err, &fe) {
 				return fmt.Errorf("bridge: %w", err)
 			}
+			b.noteDown(err)
 			b.log.Warn("upstream connection lost", "err", err)
 		}
 		b.setState("backoff")

@@ -34,6 +34,11 @@ type Stats struct {
 	Received    uint64  // messages from subscribe routes published locally
 	ForwardRate float64 // records forwarded per second, measured over the last 5s
 
+	// LastError is why the upstream connection last failed or was lost
+	// (empty if it never was) and LastErrorTime when.
+	LastError     string
+	LastErrorTime time.Time
+
 	ReplayLimit ReplayRate // configured drain limits (0 = unlimited)
 	Dropped     Dropped
 	Buffer      buffer.Dropped // drops decided by the buffer (quota, max_age, checksum)
@@ -54,6 +59,7 @@ type Dropped struct {
 func (b *Bridge) Stats() Stats {
 	b.mu.Lock()
 	state, connected := b.state, b.cur != nil
+	lastErr, lastErrAt := b.lastErr, b.lastErrAt
 	b.mu.Unlock()
 	qs := b.q.Stats()
 	s := Stats{
@@ -73,6 +79,8 @@ func (b *Bridge) Stats() Stats {
 		LiveQoS0:        b.st.live.Load(),
 		Received:        b.st.received.Load(),
 		ForwardRate:     math.Float64frombits(b.st.rate.Load()),
+		LastError:       lastErr,
+		LastErrorTime:   lastErrAt,
 		ReplayLimit:     b.cfg.ReplayRate,
 		Dropped: Dropped{
 			Corrupt:      b.st.dropCorrupt.Load(),
@@ -92,6 +100,13 @@ func (b *Bridge) Stats() Stats {
 		s.OldestAge = max(time.Since(qs.OldestTime), 0)
 	}
 	return s
+}
+
+// noteDown records why the upstream connection failed or was lost.
+func (b *Bridge) noteDown(err error) {
+	b.mu.Lock()
+	b.lastErr, b.lastErrAt = err.Error(), time.Now()
+	b.mu.Unlock()
 }
 
 func mathFloat64bits(f float64) uint64 { return math.Float64bits(f) }

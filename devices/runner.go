@@ -47,6 +47,7 @@ type deviceCounters struct {
 	writesDropped atomic.Uint64
 	reconnects    atomic.Uint64
 	lastSample    atomic.Int64
+	lastErr       atomic.Pointer[lastError]
 }
 
 type pollGroup struct {
@@ -343,6 +344,7 @@ func (r *runner) setOffline(ctx context.Context, cause error) {
 		return
 	}
 	r.stats.online.Store(false)
+	noteError(&r.stats.lastErr, cause, r.set.now())
 	r.log.Warn("device offline", "error", cause)
 	r.publish(ctx, Message{Topic: r.availTopic, Payload: []byte("offline"), QoS: 1, Retain: true})
 }
@@ -414,6 +416,7 @@ func (r *runner) pointBad(ctx context.Context, ps *pointState, ts time.Time, err
 	if !changed {
 		return
 	}
+	noteError(&r.stats.lastErr, fmt.Errorf("point %s: %w", ps.p.Name(), err), r.set.now())
 	r.log.Warn("point unreadable", "point", ps.p.Name(), "error", err)
 	if r.dev.Config.Payload == "json" {
 		r.publish(ctx, Message{Topic: ps.topic, Payload: badPayload(ps.p.Config.Unit, ts, err), QoS: ps.qos, Retain: ps.retain})

@@ -212,6 +212,11 @@ type DeviceStats struct {
 	WritesDropped uint64
 	Reconnects    uint64
 	LastSample    time.Time // sample time of the last published value; zero if none
+	// LastError is the device's most recent failure in words (going
+	// offline, a point that could not be read, a refused write) and
+	// LastErrorTime when it happened; both zero if none.
+	LastError     string
+	LastErrorTime time.Time
 }
 
 // Stats returns a snapshot of the counters.
@@ -231,6 +236,9 @@ func (s *Set) Stats() Stats {
 			WriteErrors:   r.stats.writeErrors.Load(),
 			WritesDropped: r.stats.writesDropped.Load(),
 			Reconnects:    r.stats.reconnects.Load(),
+		}
+		if e := r.stats.lastErr.Load(); e != nil {
+			d.LastError, d.LastErrorTime = e.msg, e.at
 		}
 		if ns := r.stats.lastSample.Load(); ns != 0 {
 			d.LastSample = time.Unix(0, ns).UTC()

@@ -74,6 +74,7 @@ func (r *runner) write(ctx context.Context, conn Conn, ps *pointState, payload [
 func (r *runner) reply(ctx context.Context, w writeReq, v any, err error) {
 	if err != nil {
 		r.stats.writeErrors.Add(1)
+		noteError(&r.stats.lastErr, fmt.Errorf("write %s: %w", w.ps.p.Name(), err), r.set.now())
 		r.log.Info("write rejected", "point", w.ps.p.Name(), "error", err)
 	} else {
 		r.log.Info("write done", "point", w.ps.p.Name(), "value", v)

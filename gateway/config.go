@@ -12,6 +12,7 @@ import (
 	"github.com/fieldgate/fieldgate/bridge"
 	"github.com/fieldgate/fieldgate/broker"
 	"github.com/fieldgate/fieldgate/buffer"
+	"github.com/fieldgate/fieldgate/console"
 	"github.com/fieldgate/fieldgate/devices"
 )
 
@@ -29,6 +30,8 @@ type Config struct {
 	// Bridge is nil when the file has no `bridge:` section: the gateway then
 	// runs as a local broker with devices and stores nothing.
 	Bridge *bridge.Config `yaml:"bridge"`
+	// Console is the local web console (see README "Web console").
+	Console console.Config `yaml:"console"`
 }
 
 // GatewayConfig is the `gateway:` section.
@@ -115,6 +118,7 @@ func (c *Config) Defaults() {
 	if c.Bridge != nil {
 		c.Bridge.Defaults()
 	}
+	c.Console.Defaults()
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -166,6 +170,7 @@ func (c *Config) Validate(drivers map[string]devices.Driver) []Problem {
 	if c.Bridge != nil {
 		probs = append(probs, fieldProblems("bridge", c.Bridge.Validate())...)
 	}
+	probs = append(probs, fieldProblems("console", c.Console.Validate())...)
 	return probs
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/fieldgate/fieldgate/bridge"
 	"github.com/fieldgate/fieldgate/broker"
 	"github.com/fieldgate/fieldgate/buffer"
+	"github.com/fieldgate/fieldgate/console"
 	"github.com/fieldgate/fieldgate/devices"
 	"github.com/fieldgate/fieldgate/devices/modbus"
 	"github.com/fieldgate/fieldgate/devices/serial"
@@ -47,6 +48,7 @@ type Gateway struct {
 
 	reloadMu sync.Mutex // serialises reloads
 	clock    clockWatch
+	cw       consoleWiring
 
 	mu     sync.Mutex
 	ready  bool
@@ -100,7 +102,12 @@ func New(cfg *Config, drivers map[string]devices.Driver, log *slog.Logger) (*Gat
 	if cfg == nil {
 		return nil, errors.New("gateway: nil config")
 	}
-	return &Gateway{cfg: cfg, log: log, drivers: drivers}, nil
+	g := &Gateway{cfg: cfg, log: log, drivers: drivers}
+	if g.cw.ring = ringOf(log); g.cw.ring == nil { // a logger not made by NewLogger
+		g.cw.ring = console.NewLogRing(logRingSize)
+		g.log = slog.New(g.cw.ring.Handler(log.Handler()))
+	}
+	return g, nil
 }
 
 // Ready reports whether the listeners are bound and the store is open.
@@ -172,6 +179,17 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.broker, g.queue, g.bridge, g.devs = b, q, br, devs
 	g.mu.Unlock()
 
+	if err := g.newConsole(cfg); err != nil {
+		return err
+	}
+	var conDone <-chan struct{}
+	if g.cw.ln != nil {
+		defer func() {
+			if conDone == nil { // never served: close its listener here
+				g.cw.ln.Close()
+			}
+		}()
+	}
 	var ops *opsServer
 	var opsDone <-chan struct{}
 	if cfg.Gateway.HTTP.Address != "off" {
@@ -232,9 +250,13 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		queueDone = start("buffer", q.Run, bridgeCtx)
 	}
 	g.devRun = &devRunner{failed: failed}
+	g.watchPoints(b, devs)
 	g.devRun.start(devs)
 	if ops != nil {
 		opsDone = start("http", ops.Run, opsCtx)
+	}
+	if g.cw.ln != nil {
+		conDone = start("console", func(ctx context.Context) error { return g.cw.con.Run(ctx, g.cw.ln) }, opsCtx)
 	}
 
 	g.mu.Lock()
@@ -289,6 +311,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	wait("bridge", stopBridge, bridgeDone)
 	wait("buffer", stopBridge, queueDone)
 	wait("http", stopOps, opsDone)
+	wait("console", stopOps, conDone)
 	g.log.Info("fieldgate stopped")
 	return runErr
 }

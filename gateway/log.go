@@ -4,9 +4,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+
+	"github.com/fieldgate/fieldgate/console"
 )
 
-// NewLogger builds the process logger from the `gateway.log` section. Under
+// NewLogger builds the process logger from the `gateway.log` section; it
+// also keeps the most recent lines for the console's Log page. Under
 // systemd (JOURNAL_STREAM is set) text logs carry no timestamp, because
 // journald stamps every line itself.
 func NewLogger(cfg LogConfig, w io.Writer) *slog.Logger {
@@ -15,8 +18,10 @@ func NewLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 		level = slog.LevelInfo
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	// The console's Log page shows the most recent lines.
+	ring := console.NewLogRing(logRingSize)
 	if cfg.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(ring.Handler(slog.NewJSONHandler(w, opts)))
 	}
 	if os.Getenv("JOURNAL_STREAM") != "" {
 		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
@@ -26,5 +31,5 @@ func NewLogger(cfg LogConfig, w io.Writer) *slog.Logger {
 			return a
 		}
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(ring.Handler(slog.NewTextHandler(w, opts)))
 }

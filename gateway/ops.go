@@ -48,7 +48,12 @@ func newOpsServer(addr string, g *Gateway) (*opsServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway.http.address: %w", err)
 	}
-	return &opsServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if con := g.cw.con; con != nil && g.cw.ln == nil { // the console, on this server
+		mux.Handle("/", con.Handler())
+		srv.RegisterOnShutdown(con.Shutdown)
+	}
+	return &opsServer{ln: ln, srv: srv}, nil
 }
 
 // Addr is the bound address (useful with port 0).

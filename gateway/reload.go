@@ -15,7 +15,9 @@ import (
 // connection, the buffer or the gateway section need a restart: they are
 // logged and not applied. An invalid file is rejected as a whole and the
 // running configuration is kept.
-func (g *Gateway) Reload(path string) error {
+func (g *Gateway) Reload(path string) (err error) {
+	var restart []string
+	defer func() { g.noteReload(err, restart) }() // for the console's Config page
 	next, err := Load(path, g.drivers)
 	if err != nil {
 		return err
@@ -29,7 +31,6 @@ func (g *Gateway) Reload(path string) error {
 		return errors.New("reload: the gateway is not running")
 	}
 
-	var restart []string
 	differs := func(name string, a, b any) {
 		if !reflect.DeepEqual(a, b) {
 			restart = append(restart, name)
@@ -73,6 +74,7 @@ func (g *Gateway) Reload(path string) error {
 	}
 	if set != nil {
 		<-g.devRun.stop()
+		g.watchPoints(b, set)
 		g.devRun.start(set)
 		applied.Devices = next.Devices
 		g.mu.Lock()
