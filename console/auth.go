@@ -243,7 +243,7 @@ func (c *Console) guard(page, write bool, h func(http.ResponseWriter, *http.Requ
 		var a access
 		if c.needLogin {
 			if s == nil || s.user == "" {
-				if page && r.Method == http.MethodGet {
+				if page && r.Method == http.MethodGet && !strings.HasPrefix(r.URL.Path, "/api/") {
 					http.Redirect(w, r, "/login?next="+urlQueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 					return
 				}
