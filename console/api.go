@@ -162,6 +162,9 @@ func (c *Console) write(ctx context.Context, user string, req WriteRequest) (Wri
 	default:
 		return WriteResult{Error: "too many writes in progress; try again"}, http.StatusTooManyRequests
 	}
+	if user == "" {
+		user = "(loopback)"
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	v, err := c.opts.Writer.Write(ctx, req.Device, req.Point, strings.TrimSpace(req.Value))
