@@ -79,7 +79,7 @@
       const ms = Date.parse(p.ts);
       if (ts) { ts.dataset.ts = ms; ts.textContent = ago(ms); }
       const err = $(".err", row);
-      if (err) err.textContent = p.error || "";
+      if (err) err.textContent = p.error || "none";
       if (row.tagName === "TR") { row.classList.remove("flash"); void row.offsetWidth; row.classList.add("flash"); }
     });
     if (chart && chart.id === id && typeof p.value !== "string" && p.value !== null && p.value !== undefined) {
@@ -119,7 +119,7 @@
     const max = 2000;
     function draw() {
       if (data.length < 2) return;
-      const W = 800, H = 220, L = 56, R = 10, T = 10, B = 24;
+      const W = Math.max(el.clientWidth, 200), H = 220, L = 56, R = 10, T = 10, B = 24;
       let lo = Math.min(...data.map(d => d.v)), hi = Math.max(...data.map(d => d.v));
       if (lo === hi) { lo -= 1; hi += 1; }
       const pad = (hi - lo) * 0.08; lo -= pad; hi += pad;
@@ -130,7 +130,7 @@
       const fmt = v => String(+v.toPrecision(4));
       const tf = t => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
       el.innerHTML =
-        '<svg viewBox="0 0 ' + W + " " + H + '" preserveAspectRatio="none" role="img" aria-label="history">' +
+        '<svg viewBox="0 0 ' + W + " " + H + '" role="img" aria-label="history">' +
         '<line class="axis" x1="' + L + '" y1="' + T + '" x2="' + L + '" y2="' + (H - B) + '"/>' +
         '<line class="axis" x1="' + L + '" y1="' + (H - B) + '" x2="' + (W - R) + '" y2="' + (H - B) + '"/>' +
         '<polygon class="area" points="' + x(t0).toFixed(1) + "," + (H - B) + " " + pts + " " + x(t1).toFixed(1) + "," + (H - B) + '"/>' +
