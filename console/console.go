@@ -121,6 +121,10 @@ func New(cfg Config, opts Options) (*Console, error) {
 		c.users[u.Username] = u
 	}
 	c.dummyHash = dummyHash
+	if opts.Log != nil { // the Log page's live tail
+		tail := c.hub.logLine
+		opts.Log.sink.Store(&tail)
+	}
 	p, err := loadPages()
 	if err != nil {
 		return nil, err
