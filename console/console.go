@@ -69,22 +69,21 @@ type Options struct {
 // Console is the web console. Build it with New; serve Handler on the ops
 // server, or Run on a listener of its own. Safe for concurrent use.
 type Console struct {
-	cfg         Config
-	opts        Options
-	log         *slog.Logger
-	now         func() time.Time
-	needLogin   bool
-	pages       *pages
-	sessions    *sessions
-	limiter     *loginLimiter
-	users       map[string]User
-	dummyHash   []byte
-	points      *pointTable
-	hub         *hub
-	writeSlots  chan struct{}
-	stopOnce    sync.Once
-	stopping    chan struct{}
-	shutdownCtx context.Context
+	cfg        Config
+	opts       Options
+	log        *slog.Logger
+	now        func() time.Time
+	needLogin  bool
+	pages      *pages
+	sessions   *sessions
+	limiter    *loginLimiter
+	users      map[string]User
+	dummyHash  []byte
+	points     *pointTable
+	hub        *hub
+	writeSlots chan struct{}
+	stopOnce   sync.Once
+	stopping   chan struct{}
 }
 
 // maxViewers bounds the live-update streams open at once.
