@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,9 +38,12 @@ type consoleWiring struct {
 	started time.Time
 	version string
 
+	points atomic.Pointer[map[string]pointRef] // point topic → point, for live values
+
 	mu         sync.Mutex
-	unsubs     []func()
 	lastReload *console.ReloadResult
+	yamlOf     *Config // the configuration yamlText shows
+	yamlText   string
 }
 
 // ringOf returns the log ring behind a logger built by NewLogger, or nil.
@@ -110,34 +114,44 @@ func (g *Gateway) ConsoleAddr() string {
 	return g.cw.ln.Addr().String()
 }
 
-// watchPoints feeds the console live values: one in-process subscription
-// per point topic of set (replacing those of the previous set). The
-// callback only parses the payload and hands it to the console's bounded
-// per-viewer buffers, so it never holds up the broker.
-func (g *Gateway) watchPoints(b *broker.Broker, set *devices.Set) {
-	con := g.cw.con
-	if con == nil {
+// pointRef names a point by device and point name.
+type pointRef struct{ device, point string }
+
+// watchPoints points the console's live values at the points of set: the
+// devices' publisher (see observed) looks each published topic up here.
+func (g *Gateway) watchPoints(set *devices.Set) {
+	if g.cw.con == nil {
 		return
 	}
-	var unsubs []func()
+	m := map[string]pointRef{}
 	for _, d := range set.Devices() {
 		for _, p := range d.Points {
-			dev, pt := d.Name(), p.Name()
-			u, err := b.Subscribe(set.PointTopic(p), func(m broker.Message) { con.Observe(dev, pt, m.Payload) })
-			if err != nil {
-				g.log.Warn("console: cannot follow point", "device", dev, "point", pt, "err", err)
-				continue
-			}
-			unsubs = append(unsubs, u)
+			m[set.PointTopic(p)] = pointRef{d.Name(), p.Name()}
 		}
 	}
-	g.cw.mu.Lock()
-	old := g.cw.unsubs
-	g.cw.unsubs = unsubs
-	g.cw.mu.Unlock()
-	for _, u := range old {
-		u()
+	g.cw.points.Store(&m)
+}
+
+// observedPublisher hands every reading the devices publish, once the
+// broker has taken it, to the console. The console only parses the small
+// payload and puts it in each open viewer's bounded buffer (newest value per
+// point), so an open console never holds up a poller, and the broker does
+// no extra delivery for it.
+type observedPublisher struct {
+	next devices.Publisher
+	cw   *consoleWiring
+}
+
+func (p observedPublisher) Publish(ctx context.Context, m devices.Message) error {
+	err := p.next.Publish(ctx, m)
+	if err == nil && p.cw.con != nil {
+		if pts := p.cw.points.Load(); pts != nil {
+			if ref, ok := (*pts)[m.Topic]; ok {
+				p.cw.con.Observe(ref.device, ref.point, m.Payload)
+			}
+		}
 	}
+	return err
 }
 
 // noteReload records a reload's outcome for the console's Config page.
@@ -361,13 +375,15 @@ func (s consoleSource) RunningConfig() console.RunningConfig {
 	cfg := g.cfg
 	g.mu.Unlock()
 	g.cw.mu.Lock()
-	last := g.cw.lastReload
-	g.cw.mu.Unlock()
-	text, err := redactedYAML(cfg)
-	if err != nil {
-		text = "configuration could not be shown: " + err.Error()
+	defer g.cw.mu.Unlock()
+	if g.cw.yamlOf != cfg { // rendered once per configuration (a reload makes a new one)
+		text, err := redactedYAML(cfg)
+		if err != nil {
+			text = "configuration could not be shown: " + err.Error()
+		}
+		g.cw.yamlOf, g.cw.yamlText = cfg, text
 	}
-	return console.RunningConfig{YAML: text, LastReload: last}
+	return console.RunningConfig{YAML: g.cw.yamlText, LastReload: g.cw.lastReload}
 }
 
 // secretKey matches configuration keys whose values are secrets.

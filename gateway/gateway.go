@@ -250,7 +250,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		queueDone = start("buffer", q.Run, bridgeCtx)
 	}
 	g.devRun = &devRunner{failed: failed}
-	g.watchPoints(b, devs)
+	g.watchPoints(devs)
 	g.devRun.start(devs)
 	if ops != nil {
 		opsDone = start("http", ops.Run, opsCtx)
@@ -324,7 +324,7 @@ func (g *Gateway) newDevices(cfg *Config, b *broker.Broker) (*devices.Set, error
 	set, err := devices.New(cfg.Devices, devices.Options{
 		Gateway:     cfg.Gateway.ID,
 		Drivers:     g.drivers,
-		Publisher:   devicePublisher{b},
+		Publisher:   observedPublisher{devicePublisher{b}, &g.cw},
 		Subscriber:  deviceSubscriber{b},
 		Logger:      g.log.With("component", "devices"),
 		ClockSynced: synced,

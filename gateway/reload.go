@@ -74,7 +74,7 @@ func (g *Gateway) Reload(path string) (err error) {
 	}
 	if set != nil {
 		<-g.devRun.stop()
-		g.watchPoints(b, set)
+		g.watchPoints(set)
 		g.devRun.start(set)
 		applied.Devices = next.Devices
 		g.mu.Lock()
