@@ -13,10 +13,20 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// Session cookie name. The cookie is HttpOnly and SameSite=Strict, Secure
-// over TLS; the session itself (user, role, CSRF token) stays on the
-// server.
-const cookieName = "fieldgate_console"
+// cookiePrefix starts the session cookie's name; the port the browser used
+// ends it, so that consoles of several gateways reached on one host (SSH
+// tunnels to localhost:9100, :9101…) do not overwrite each other's cookie
+// (cookies ignore ports). The cookie is HttpOnly and SameSite=Strict,
+// Secure over TLS; the session itself (user, role, CSRF token) stays on
+// the server.
+const cookiePrefix = "fieldgate_console"
+
+func cookieName(r *http.Request) string {
+	if _, port, err := net.SplitHostPort(r.Host); err == nil && port != "" {
+		return cookiePrefix + "_" + port
+	}
+	return cookiePrefix
+}
 
 // maxSessions bounds the session table; the oldest session is evicted.
 const maxSessions = 256
@@ -183,7 +193,7 @@ func (c *Console) authenticate(user, pass string) (string, bool) {
 
 // sessionOf returns the request's session, if its cookie names a live one.
 func (c *Console) sessionOf(r *http.Request) *session {
-	ck, err := r.Cookie(cookieName)
+	ck, err := r.Cookie(cookieName(r))
 	if err != nil {
 		return nil
 	}
@@ -192,7 +202,7 @@ func (c *Console) sessionOf(r *http.Request) *session {
 
 func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, s *session) {
 	http.SetCookie(w, &http.Cookie{
-		Name:     cookieName,
+		Name:     cookieName(r),
 		Value:    s.id,
 		Path:     "/",
 		HttpOnly: true,

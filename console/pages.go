@@ -109,7 +109,7 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("POST /login", c.login)
 	mux.HandleFunc("POST /logout", c.guard(true, false, func(w http.ResponseWriter, r *http.Request, a access) {
 		c.sessions.delete(a.s.id)
-		http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		http.SetCookie(w, &http.Cookie{Name: cookieName(r), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 	}))
 	mux.HandleFunc("GET /{$}", c.guard(true, false, func(w http.ResponseWriter, r *http.Request, a access) {
