@@ -67,6 +67,9 @@ func TestBacklogAfterOutage(t *testing.T) {
 			if s := b.Stats(); s.Connected || s.BacklogMessages != uint64(total) || s.Ingested != uint64(total) {
 				t.Fatalf("while down: connected=%v backlog=%d ingested=%d, want false %d %d", s.Connected, s.BacklogMessages, s.Ingested, total, total)
 			}
+			if s := b.Stats(); s.LastError == "" || s.LastErrorTime.IsZero() {
+				t.Errorf("while down, no reason: %q at %s", s.LastError, s.LastErrorTime)
+			}
 			o := newObserver(t, up, "sites/#", tc.qos)
 			px.setDown(false)
 			dups := checkDelivery(t, o, total)

@@ -131,6 +131,9 @@ func TestConsoleBrowser(t *testing.T) {
 		if st := get(t, ctx, 5*time.Second, chromedp.Text(css("#upstream-state"))); st == "connected" {
 			t.Errorf("upstream state %q before the upstream exists", st)
 		}
+		if why := get(t, ctx, 5*time.Second, chromedp.Text(css(".banner.bad"))); !strings.Contains(why, "connection refused") {
+			t.Errorf("the overview does not say why the upstream is down: %q", why)
+		}
 		screenshot(t, ctx, shots, "overview-no-upstream")
 
 		startMosquitto(t, upPort)
