@@ -398,6 +398,17 @@ func redactedYAML(cfg *Config) (string, error) {
 		return "", fmt.Errorf("encode: %w", err)
 	}
 	redactNode(&n)
+	// In device maps a zero (offset: 0, writable: false, poll: 0s…) means
+	// "not used": hide those too, or a 200-point map fills pages.
+	top := &n
+	if top.Kind == yaml.DocumentNode && len(top.Content) > 0 {
+		top = top.Content[0]
+	}
+	for i := 0; top.Kind == yaml.MappingNode && i+1 < len(top.Content); i += 2 {
+		if top.Content[i].Value == "devices" {
+			pruneZero(top.Content[i+1])
+		}
+	}
 	pruneEmpty(&n)
 	var b strings.Builder
 	enc := yaml.NewEncoder(&b)
@@ -406,6 +417,25 @@ func redactedYAML(cfg *Config) (string, error) {
 		return "", fmt.Errorf("marshal: %w", err)
 	}
 	return b.String(), nil
+}
+
+// pruneZero drops keys whose value is 0, 0s or false, under n.
+func pruneZero(n *yaml.Node) {
+	for _, c := range n.Content {
+		pruneZero(c)
+	}
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	kept := n.Content[:0]
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		v := n.Content[i+1]
+		if v.Kind == yaml.ScalarNode && v.Style == 0 && (v.Value == "0" || v.Value == "0s" || v.Value == "false") {
+			continue
+		}
+		kept = append(kept, n.Content[i], v)
+	}
+	n.Content = kept
 }
 
 // pruneEmpty drops keys whose value is null, "" or an empty list or map:

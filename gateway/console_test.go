@@ -58,6 +58,8 @@ bridge:
   forward: [{filter: "#"}]
 console:
   users: [{username: tech, password_hash: %q, role: write}]
+devices:
+  - {name: d, driver: sim, topic: "x/{device}/{point}", points: [{name: p, sim: constant, value: 1}]}
 `, hash, hash))
 	if ce != nil {
 		t.Fatal(ce)
@@ -71,7 +73,10 @@ console:
 			t.Errorf("secret %q shown:\n%s", secret, text)
 		}
 	}
-	for _, kept := range []string{"password_hash: '[redacted]'", "gw:xxxxx@broker.example.com", "password_file: /etc/fieldgate/up.pass", "username: tech"} {
+	if strings.Contains(text, "offset: 0") {
+		t.Errorf("unused device options shown:\n%s", text)
+	}
+	for _, kept := range []string{"password_hash: '[redacted]'", "gw:xxxxx@broker.example.com", "password_file: /etc/fieldgate/up.pass", "username: tech", "- name: p", "anonymous: false"} {
 		if !strings.Contains(text, kept) {
 			t.Errorf("%q missing:\n%s", kept, text)
 		}
