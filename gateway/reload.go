@@ -12,7 +12,8 @@ import (
 // running gateway: device maps, users and ACLs, and the bridge's forward and
 // subscribe routes. Local client connections, the upstream session and
 // buffered data are kept. Changes to listeners, limits, the upstream
-// connection, the buffer or the gateway section need a restart: they are
+// connection, the buffer, the gateway or the console section need a
+// restart: they are
 // logged and not applied. An invalid file is rejected as a whole and the
 // running configuration is kept.
 func (g *Gateway) Reload(path string) (err error) {
@@ -40,6 +41,7 @@ func (g *Gateway) Reload(path string) (err error) {
 	differs("broker.listeners", cur.Broker.Listeners, next.Broker.Listeners)
 	differs("broker.limits", cur.Broker.Limits, next.Broker.Limits)
 	differs("broker.sys_interval", cur.Broker.SysInterval, next.Broker.SysInterval)
+	differs("console", cur.Console, next.Console)
 	switch {
 	case (cur.Bridge == nil) != (next.Bridge == nil):
 		restart = append(restart, "bridge")
