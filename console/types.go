@@ -50,10 +50,12 @@ type BacklogStatus struct {
 	Bytes        uint64  `json:"bytes"`
 	MaxBytes     uint64  `json:"max_bytes"`
 	OldestAgeSec float64 `json:"oldest_age_seconds"`
-	// DrainRate is messages forwarded per second over the last seconds.
-	DrainRate float64 `json:"drain_rate"`
+	// DrainRate is messages forwarded per second over the last seconds,
+	// IngestRate messages entering the buffer per second.
+	DrainRate  float64 `json:"drain_rate"`
+	IngestRate float64 `json:"ingest_rate"`
 	// DrainETASec estimates the seconds until the backlog is empty at the
-	// current drain rate; -1 when it is not draining.
+	// current rates (drain minus ingest); -1 when it is not shrinking.
 	DrainETASec float64 `json:"drain_eta_seconds"`
 }
 

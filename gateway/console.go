@@ -39,6 +39,7 @@ type consoleWiring struct {
 	version string
 
 	points atomic.Pointer[map[string]pointRef] // point topic → point, for live values
+	ingest rateMeter                           // messages entering the buffer per second
 
 	mu         sync.Mutex
 	lastReload *console.ReloadResult
@@ -214,12 +215,14 @@ func (s consoleSource) Status() console.Status {
 		u := console.UpstreamStatus{URL: redactURL(cfg.Bridge.Upstream.URL), State: bs.State, Connected: bs.Connected,
 			LastError: bs.LastError, LastErrorTime: bs.LastErrorTime, Reconnects: bs.Reconnects, Forwarded: bs.Forwarded}
 		st.Upstream = &u
-		bl := console.BacklogStatus{Messages: qs.Messages, Bytes: qs.Bytes, MaxBytes: qs.MaxBytes, DrainRate: bs.ForwardRate, DrainETASec: -1}
+		bl := console.BacklogStatus{Messages: qs.Messages, Bytes: qs.Bytes, MaxBytes: qs.MaxBytes, DrainRate: bs.ForwardRate,
+			IngestRate: g.cw.ingest.update(now, bs.Ingested), DrainETASec: -1}
 		if !qs.OldestTime.IsZero() {
 			bl.OldestAgeSec = max(now.Sub(qs.OldestTime).Seconds(), 0)
 		}
-		if bs.Connected && bs.ForwardRate > 0 {
-			bl.DrainETASec = float64(qs.Messages) / bs.ForwardRate
+		// The backlog shrinks by what is forwarded minus what comes in.
+		if net := bs.ForwardRate - bl.IngestRate; bs.Connected && net > 0 {
+			bl.DrainETASec = float64(qs.Messages) / net
 		}
 		st.Backlog = &bl
 		for reason, v := range map[string]uint64{
@@ -268,6 +271,33 @@ func (s consoleSource) Devices() []console.Device {
 		out = append(out, cd)
 	}
 	return out
+}
+
+// rateMeter turns a counter into a rate per second, smoothed over the
+// calls (at least a second apart) that feed it.
+type rateMeter struct {
+	mu   sync.Mutex
+	t    time.Time
+	n    uint64
+	rate float64
+}
+
+func (r *rateMeter) update(now time.Time, n uint64) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch dt := now.Sub(r.t); {
+	case r.t.IsZero() || n < r.n:
+		r.t, r.n = now, n
+	case dt >= time.Second:
+		inst := float64(n-r.n) / dt.Seconds()
+		if r.rate == 0 {
+			r.rate = inst
+		} else {
+			r.rate = (r.rate + inst) / 2
+		}
+		r.t, r.n = now, n
+	}
+	return r.rate
 }
 
 // staleAfter is how old a point's value may get before the console marks

@@ -354,3 +354,23 @@ func TestConsoleTLSLogin(t *testing.T) {
 		t.Errorf("HTTPS after login: %d", resp.StatusCode)
 	}
 }
+
+func TestRateMeter(t *testing.T) {
+	var r rateMeter
+	t0 := time.Unix(1000, 0)
+	for i, tc := range []struct {
+		dt   time.Duration
+		n    uint64
+		want float64
+	}{
+		{0, 100, 0},
+		{500 * time.Millisecond, 150, 0}, // too soon: not measured
+		{2 * time.Second, 300, 100},      // 200 in 2 s
+		{3 * time.Second, 300, 50},       // nothing in 1 s, smoothed
+		{4 * time.Second, 10, 50},        // counter reset: start again
+	} {
+		if got := r.update(t0.Add(tc.dt), tc.n); got != tc.want {
+			t.Errorf("step %d: %v, want %v", i, got, tc.want)
+		}
+	}
+}
