@@ -49,7 +49,7 @@
       u.searchParams.set("partial", "1");
       try {
         const r = await fetch(u, { credentials: "same-origin" });
-        if (r.redirected || !r.ok) return;
+        if (r.redirected || !r.ok) { live(false); return; } // logged out, or the gateway is stopping
         $("#main").innerHTML = await r.text();
         live(true);
       } catch (e) { live(false); }
