@@ -627,3 +627,27 @@ func TestAssetsSelfContained(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Assets carry an ETag, so a browser revalidates them with a 304.
+func TestStaticETag(t *testing.T) {
+	_, _, srv, _ := newTestConsole(t, Config{}, "127.0.0.1:9180")
+	resp, err := http.Get(srv.URL + "/static/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	tag := resp.Header.Get("ETag")
+	if resp.StatusCode != 200 || tag == "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") {
+		t.Fatalf("app.js: %d etag %q type %q", resp.StatusCode, tag, resp.Header.Get("Content-Type"))
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/static/app.js", nil)
+	req.Header.Set("If-None-Match", tag)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotModified {
+		t.Errorf("revalidation: %d, want 304", resp.StatusCode)
+	}
+}
