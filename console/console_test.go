@@ -651,3 +651,37 @@ func TestStaticETag(t *testing.T) {
 		t.Errorf("revalidation: %d, want 304", resp.StatusCode)
 	}
 }
+
+// A value is stale when it is older than StaleAfter, its read failed, or
+// its device is offline.
+func TestStale(t *testing.T) {
+	con, f, srv, _ := newTestConsole(t, Config{}, "127.0.0.1:9180")
+	c := client(t)
+	stale := func() bool {
+		var pd PointDetail
+		getJSON(t, c, srv.URL+"/api/v1/devices/boiler/points/temperature", &pd)
+		return pd.Stale
+	}
+	ts := func(age time.Duration) string {
+		return time.Now().Add(-age).UTC().Format("2006-01-02T15:04:05.000Z")
+	}
+	con.Observe("boiler", "temperature", []byte(`{"value":1,"ts":"`+ts(time.Second)+`"}`))
+	if stale() {
+		t.Error("a fresh value is stale")
+	}
+	con.Observe("boiler", "temperature", []byte(`{"value":1,"ts":"`+ts(time.Minute)+`"}`))
+	if !stale() {
+		t.Error("a value older than StaleAfter is not stale")
+	}
+	con.Observe("boiler", "temperature", []byte(`{"quality":"bad","ts":"`+ts(0)+`","error":"timeout"}`))
+	if !stale() {
+		t.Error("a failed read is not stale")
+	}
+	con.Observe("boiler", "temperature", []byte(`{"value":1,"ts":"`+ts(0)+`"}`))
+	f.mu.Lock()
+	f.online = false
+	f.mu.Unlock()
+	if !stale() {
+		t.Error("a value of an offline device is not stale")
+	}
+}

@@ -128,7 +128,7 @@
       const y = v => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
       const pts = data.map(d => x(d.t).toFixed(1) + "," + y(d.v).toFixed(1)).join(" ");
       const fmt = v => String(+v.toPrecision(4));
-      const tf = t => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+      const tf = t => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
       el.innerHTML =
         '<svg viewBox="0 0 ' + W + " " + H + '" role="img" aria-label="history">' +
         '<line class="axis" x1="' + L + '" y1="' + T + '" x2="' + L + '" y2="' + (H - B) + '"/>' +
