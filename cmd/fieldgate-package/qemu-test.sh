@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 if [ $# -gt 0 ]; then
 	pkgs=("$@")
 else
-	pkgs=(./devices ./devices/modbus ./devices/serial ./buffer)
+	pkgs=(./devices ./devices/modbus ./devices/serial ./buffer ./console)
 fi
 # Tests that cannot pass under qemu-user, by package:
 # - buffer TestCrashRecovery starts a copy of the test binary (exec format
