@@ -71,6 +71,19 @@ func (g *Gateway) Reload(path string) error {
 		bc.Forward, bc.Subscribe = next.Bridge.Forward, next.Bridge.Subscribe
 		applied.Bridge = &bc
 	}
+	devs := g.devices()
+	if set != nil {
+		devs = set.Devices()
+	}
+	haRestart, err := g.reloadHA(next, devs)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	if haRestart {
+		restart = append(restart, "integrations.homeassistant.enabled")
+	} else {
+		applied.Integrations = next.Integrations
+	}
 	if set != nil {
 		<-g.devRun.stop()
 		g.devRun.start(set)
