@@ -247,3 +247,86 @@ devices:
 		t.Errorf("state file %q (%v) still lists the removed entity", data, err)
 	}
 }
+
+// Home Assistant on the upstream mosquitto: discovery, state, availability
+// and the gateway's status reach it through the forward routes, named as the
+// upstream sees them; a number command published upstream comes down a
+// subscribe route to /set and the pymodbus register; Home Assistant's birth
+// message upstream makes the gateway send discovery again.
+func TestHomeAssistantUpstream(t *testing.T) {
+	need(t, "mosquitto_sub", "mosquitto_pub")
+	up := startMosquitto(t, 0)
+	upPort := fmt.Sprint(up.port)
+	tcpPort := freePort(t)
+	startSlave(t, "tcp", fmt.Sprint(tcpPort))
+	cfg := fmt.Sprintf(anonHeader+`bridge:
+  upstream: {url: "mqtt://127.0.0.1:%d", protocol: 5, client_id: "{gateway}"}
+  forward:
+    - {filter: "plant/#", prefix: "sites/{gateway}/", qos: 1}
+    - {filter: "homeassistant/#", prefix: "", qos: 1}
+  subscribe:
+    - {filter: "sites/{gateway}/plant/+/+/set", strip_prefix: "sites/{gateway}/", qos: 1}
+    - {filter: "homeassistant/status", qos: 1}
+integrations:
+  homeassistant: {broker: upstream}
+devices:
+`+haBoiler, up.port, tcpPort)
+	g := startGW(t, t.TempDir(), cfg)
+	const number = "homeassistant/number/e2e/boiler_setpoint/config"
+	eventually(t, 15*time.Second, "discovery sent", func() bool { return strings.Contains(g.log.String(), "Home Assistant discovery sent") })
+
+	// A subscriber that arrives later gets the configs retained upstream.
+	s := startSub(t, "-h", "127.0.0.1", "-p", upPort, "-F", haSubFormat, "-t", "homeassistant/#", "-t", "sites/#")
+	eventually(t, 15*time.Second, "retained configs upstream", func() bool {
+		n := 0
+		for _, m := range haConfigs(s) {
+			if m.retained {
+				n++
+			}
+		}
+		return n == 4
+	})
+	e := haEntity(t, s, number)
+	avail, _ := e["availability"].([]any)
+	var availTopics []string
+	for _, a := range avail {
+		availTopics = append(availTopics, fmt.Sprint(a.(map[string]any)["topic"]))
+	}
+	for k, c := range map[string][2]string{
+		"state_topic":   {fmt.Sprint(e["state_topic"]), "sites/e2e/plant/boiler/setpoint"},
+		"command_topic": {fmt.Sprint(e["command_topic"]), "sites/e2e/plant/boiler/setpoint/set"},
+		"availability":  {strings.Join(availTopics, " "), "sites/e2e/status sites/e2e/plant/boiler/availability"},
+	} {
+		if c[0] != c[1] {
+			t.Errorf("upstream number %s = %q, want %q", k, c[0], c[1])
+		}
+	}
+	// Every availability topic named holds "online" upstream.
+	for _, topic := range availTopics {
+		eventually(t, 10*time.Second, topic+" online upstream", func() bool {
+			return s.has("1 "+topic+" online") || s.has("0 "+topic+" online")
+		})
+	}
+
+	// The number's command, published upstream as Home Assistant would.
+	vals := startSub(t, "-h", "127.0.0.1", "-p", upPort, "-t", "sites/e2e/plant/boiler/setpoint")
+	eventually(t, 10*time.Second, "setpoint 45 upstream", func() bool {
+		v, ok := latestValue(vals, "sites/e2e/plant/boiler/setpoint")
+		return ok && v == "45"
+	})
+	if out, err := mosqPub("-h", "127.0.0.1", "-p", upPort, "-q", "1", "-t", e["command_topic"].(string), "-m", "62.5"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	eventually(t, 15*time.Second, "setpoint 62.5 read back and forwarded", func() bool {
+		v, ok := latestValue(vals, "sites/e2e/plant/boiler/setpoint")
+		return ok && v == "62.5"
+	})
+
+	// Home Assistant's birth message upstream: discovery again.
+	before := len(haConfigs(s))
+	if out, err := mosqPub("-h", "127.0.0.1", "-p", upPort, "-q", "1", "-t", "homeassistant/status", "-m", "online"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	eventually(t, 15*time.Second, "discovery re-sent upstream", func() bool { return len(haConfigs(s)) >= before+4 })
+	g.stop()
+}
