@@ -275,11 +275,14 @@ devices:
 	const number = "homeassistant/number/e2e/boiler_setpoint/config"
 	eventually(t, 15*time.Second, "discovery sent", func() bool { return strings.Contains(g.log.String(), "Home Assistant discovery sent") })
 
-	// A subscriber that arrives later gets the configs retained upstream.
+	// Once the configs are upstream, a subscriber that arrives later gets
+	// them retained.
 	s := startSub(t, "-h", "127.0.0.1", "-p", upPort, "-F", haSubFormat, "-t", "homeassistant/#", "-t", "sites/#")
+	eventually(t, 15*time.Second, "configs upstream", func() bool { return len(haConfigs(s)) >= 4 })
+	late := startSub(t, "-h", "127.0.0.1", "-p", upPort, "-F", haSubFormat, "-t", "homeassistant/#")
 	eventually(t, 15*time.Second, "retained configs upstream", func() bool {
 		n := 0
-		for _, m := range haConfigs(s) {
+		for _, m := range haConfigs(late) {
 			if m.retained {
 				n++
 			}
@@ -328,5 +331,28 @@ devices:
 		t.Fatalf("%v: %s", err, out)
 	}
 	eventually(t, 15*time.Second, "discovery re-sent upstream", func() bool { return len(haConfigs(s)) >= before+4 })
+
+	// SIGHUP after removing the pump: its config is cleared upstream too.
+	const pump = "homeassistant/switch/e2e/boiler_pump/config"
+	writeConfig(t, g.dir, strings.Replace(cfg, "      - {name: pump, table: coil, address: 0, type: bool, writable: true}\n", "", 1), g.mqttPort, g.httpPort)
+	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "pump config cleared upstream", func() bool {
+		for _, m := range haConfigs(s) {
+			if m.topic == pump && m.payload == "" {
+				return true
+			}
+		}
+		return false
+	})
+	fresh := startSub(t, "-h", "127.0.0.1", "-p", upPort, "-F", haSubFormat, "-t", "homeassistant/#")
+	eventually(t, 10*time.Second, "retained configs upstream after reload", func() bool { return len(haConfigs(fresh)) >= 3 })
+	time.Sleep(300 * time.Millisecond)
+	for _, m := range haConfigs(fresh) {
+		if m.topic == pump {
+			t.Errorf("cleared config still retained upstream: %v", m)
+		}
+	}
 	g.stop()
 }

@@ -51,7 +51,6 @@ var byUnit = func() map[string]unitClass {
 		{"precipitation_intensity", "measurement", []string{"mm/h", "in/h", "mm/d", "in/d"}},
 		{"data_rate", "measurement", []string{"bit/s", "kbit/s", "Mbit/s", "Gbit/s", "B/s", "kB/s", "MB/s", "GB/s"}},
 		{"data_size", "measurement", []string{"bit", "kbit", "Mbit", "Gbit", "B", "kB", "MB", "GB", "TB"}},
-		{"pm25", "measurement", []string{"µg/m³"}},
 	} {
 		for _, u := range g.units {
 			m[u] = unitClass{g.dc, g.sc}
@@ -104,6 +103,17 @@ func deriveClass(unit, name string) unitClass {
 			return unitClass{"battery", "measurement"}
 		case has("power_factor", "powerfactor", "cos_phi", "cosphi"):
 			return unitClass{"power_factor", "measurement"}
+		}
+		return unitClass{"", "measurement"}
+	case unit == "µg/m³":
+		// Particulate matter: the name says which size.
+		switch {
+		case has("pm25", "pm2_5", "pm2.5"):
+			return unitClass{"pm25", "measurement"}
+		case has("pm10"):
+			return unitClass{"pm10", "measurement"}
+		case has("pm1"):
+			return unitClass{"pm1", "measurement"}
 		}
 		return unitClass{"", "measurement"}
 	case gasUnits[unit] && has("gas"):

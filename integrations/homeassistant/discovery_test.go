@@ -38,6 +38,9 @@ func TestDeriveClass(t *testing.T) {
 		{"m³/h", "flow", unitClass{"volume_flow_rate", "measurement"}},
 		{"bar", "p", unitClass{"pressure", "measurement"}},
 		{"ppm", "co2", unitClass{"", "measurement"}},
+		{"µg/m³", "pm25", unitClass{"pm25", "measurement"}},
+		{"ug/m3", "pm10_outdoor", unitClass{"pm10", "measurement"}},
+		{"µg/m³", "dust", unitClass{"", "measurement"}},
 		{"", "count", unitClass{"", "measurement"}},
 	}
 	for _, tt := range tests {
