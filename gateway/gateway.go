@@ -45,6 +45,8 @@ type Gateway struct {
 	log     *slog.Logger
 	drivers map[string]devices.Driver
 
+	version string // see SetVersion
+
 	reloadMu sync.Mutex // serialises reloads
 	clock    clockWatch
 

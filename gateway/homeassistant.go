@@ -55,16 +55,17 @@ func (c *Config) integrationProblems(drivers map[string]devices.Driver) []Proble
 	if err != nil {
 		return probs // the devices section's own problems are reported there
 	}
-	if _, err := haPlan(c, set.Devices()); err != nil {
+	if _, err := haPlan(c, set.Devices(), ""); err != nil {
 		probs = append(probs, fieldProblems("", err)...)
 	}
 	return probs
 }
 
-// haPlan compiles the discovery messages of cfg for the compiled devices.
-func haPlan(cfg *Config, devs []*devices.Device) (*homeassistant.Plan, error) {
+// haPlan compiles the discovery messages of cfg for the compiled devices;
+// version goes to origin.sw_version and the gateway device's sw_version.
+func haPlan(cfg *Config, devs []*devices.Device, version string) (*homeassistant.Plan, error) {
 	ha := *cfg.Integrations.HomeAssistant
-	opts := homeassistant.Options{Gateway: cfg.Gateway.ID, Version: buildVersion()}
+	opts := homeassistant.Options{Gateway: cfg.Gateway.ID, Version: version}
 	if ha.Broker == homeassistant.BrokerUpstream && cfg.Bridge != nil {
 		opts.Topics = upstreamTopics{cfg: cfg.Bridge, gw: cfg.Gateway.ID}
 		opts.Availability = strings.ReplaceAll(cfg.Bridge.Upstream.StatusTopic, "{gateway}", cfg.Gateway.ID)
@@ -90,9 +91,17 @@ func (u upstreamTopics) Publish(remote string) (string, bool) {
 }
 func (u upstreamTopics) Receive(remote string) (string, bool) { return u.cfg.LocalTopic(u.gw, remote) }
 
-// buildVersion is the module version the binary was built from, or "" for
-// a development build.
-func buildVersion() string {
+// SetVersion names the running fieldgate version (Home Assistant's
+// origin.sw_version and the gateway device's sw_version). Call it before
+// Run; without it the module version of the build is used, if any.
+func (g *Gateway) SetVersion(v string) { g.version = v }
+
+// versionOr is the version set with SetVersion, else the module version
+// the binary was built from, else "".
+func (g *Gateway) versionOr() string {
+	if g.version != "" {
+		return g.version
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
@@ -105,7 +114,7 @@ func (g *Gateway) newHARunner(cfg *Config, devs []*devices.Device, b *broker.Bro
 	if !haEnabled(cfg) {
 		return nil, nil
 	}
-	plan, err := haPlan(cfg, devs)
+	plan, err := haPlan(cfg, devs, g.versionOr())
 	if err != nil {
 		return nil, fmt.Errorf("integrations.homeassistant: %w", err)
 	}
@@ -176,7 +185,7 @@ func (g *Gateway) reloadHA(next *Config, devs []*devices.Device) (restart bool, 
 	if h == nil {
 		return false, nil
 	}
-	plan, err := haPlan(next, devs)
+	plan, err := haPlan(next, devs, g.versionOr())
 	if err != nil {
 		return false, fmt.Errorf("integrations.homeassistant: %w", err)
 	}

@@ -59,7 +59,7 @@ func renderPlan(t *testing.T, path string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := haPlan(cfg, set.Devices())
+	plan, err := haPlan(cfg, set.Devices(), "1.2.3")
 	if err != nil {
 		t.Fatal(err)
 	}
