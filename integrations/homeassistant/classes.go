@@ -69,22 +69,35 @@ var (
 
 // normUnit returns the unit as Home Assistant spells it.
 func normUnit(u string) string {
+	if rhUnits[u] {
+		return "%"
+	}
 	if a, ok := unitAliases[u]; ok {
 		return a
 	}
 	return u
 }
 
+// rhUnits spell relative humidity in the unit itself; Home Assistant's
+// humidity unit is "%".
+var rhUnits = map[string]bool{"%RH": true, "% RH": true, "%rh": true, "RH%": true, "%r.h.": true}
+
 // deriveClass returns the device class and state class of a numeric sensor
 // from its (normalised) unit and, where the unit alone is ambiguous (%,
-// m³), its name. An unknown unit gives no device class and state class
-// measurement, so HA still keeps statistics.
+// m³, µg/m³), the words of its name ("boiler_humidity" → boiler, humidity).
+// An unknown unit gives no device class and state class measurement, so HA
+// still keeps statistics.
 func deriveClass(unit, name string) unitClass {
-	n := strings.ToLower(name)
-	has := func(words ...string) bool {
+	words := strings.FieldsFunc(strings.ToLower(name), func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9')
+	})
+	// has reports whether a word of the name starts with one of prefixes.
+	has := func(prefixes ...string) bool {
 		for _, w := range words {
-			if strings.Contains(n, w) {
-				return true
+			for _, p := range prefixes {
+				if strings.HasPrefix(w, p) {
+					return true
+				}
 			}
 		}
 		return false
@@ -95,20 +108,20 @@ func deriveClass(unit, name string) unitClass {
 	switch {
 	case unit == "%":
 		switch {
-		case has("humid", "rh"):
+		case has("hum", "rh"):
 			return unitClass{"humidity", "measurement"}
 		case has("moist"):
 			return unitClass{"moisture", "measurement"}
 		case has("batt", "soc"):
 			return unitClass{"battery", "measurement"}
-		case has("power_factor", "powerfactor", "cos_phi", "cosphi"):
+		case has("pf", "powerfactor", "cosphi") || strings.Contains(strings.Join(words, "_"), "power_factor") || strings.Contains(strings.Join(words, "_"), "cos_phi"):
 			return unitClass{"power_factor", "measurement"}
 		}
 		return unitClass{"", "measurement"}
 	case unit == "µg/m³":
 		// Particulate matter: the name says which size.
 		switch {
-		case has("pm25", "pm2_5", "pm2.5"):
+		case has("pm25", "pm2"):
 			return unitClass{"pm25", "measurement"}
 		case has("pm10"):
 			return unitClass{"pm10", "measurement"}

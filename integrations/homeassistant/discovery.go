@@ -313,6 +313,9 @@ func (b *builder) point(at string, p *devices.Point, dev device, avails []availa
 		var uc unitClass
 		if kind == kindNumber {
 			uc = deriveClass(unit, p.Name())
+			if rhUnits[p.Config.Unit] && ov.Unit == "" {
+				uc = unitClass{"humidity", "measurement"}
+			}
 		}
 		e.Unit = unit
 		if dc := ov.DeviceClass; dc != "" {

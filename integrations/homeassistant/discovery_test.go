@@ -29,6 +29,10 @@ func TestDeriveClass(t *testing.T) {
 		{"Hz", "f", unitClass{"frequency", "measurement"}},
 		{"%", "humidity", unitClass{"humidity", "measurement"}},
 		{"%", "rh_garden", unitClass{"humidity", "measurement"}},
+		{"%", "hum", unitClass{"humidity", "measurement"}},
+		{"%", "overheat", unitClass{"", "measurement"}}, // "rh" inside a word is not relative humidity
+		{"%", "pf_l1", unitClass{"power_factor", "measurement"}},
+		{"%", "power_factor", unitClass{"power_factor", "measurement"}},
 		{"%", "battery", unitClass{"battery", "measurement"}},
 		{"%", "valve_opening", unitClass{"", "measurement"}},
 		{"m³", "gas", unitClass{"gas", "total_increasing"}},
@@ -50,6 +54,9 @@ func TestDeriveClass(t *testing.T) {
 	}
 	if got := normUnit("degC"); got != "°C" {
 		t.Errorf("normUnit(degC) = %q", got)
+	}
+	if got := normUnit("%RH"); got != "%" {
+		t.Errorf("normUnit(%%RH) = %q", got)
 	}
 	if got := normUnit("MW"); got != "MW" {
 		t.Errorf("normUnit(MW) = %q: units are case-sensitive", got)
@@ -181,5 +188,26 @@ func TestValueTemplates(t *testing.T) {
 	}
 	if !strings.Contains(valueTemplate, "value_json.value is defined") || !strings.Contains(valueTemplate, "None") {
 		t.Errorf("value template %q does not guard bad readings", valueTemplate)
+	}
+}
+
+// A unit that spells relative humidity ("%RH") becomes Home Assistant's
+// humidity in "%", whatever the point is called.
+func TestRelativeHumidityUnit(t *testing.T) {
+	dev := newDevice(devices.DeviceConfig{Name: "climate", Driver: "serial", Points: []devices.PointConfig{{Name: "h", Unit: "%RH"}}})
+	plan, err := Build(defaulted(Config{}), []*devices.Device{dev}, Options{Gateway: "gw", Availability: "gw/status"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e struct {
+		DeviceClass string `json:"device_class"`
+		StateClass  string `json:"state_class"`
+		Unit        string `json:"unit_of_measurement"`
+	}
+	if err := json.Unmarshal(plan.Messages[1].Payload, &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.DeviceClass != "humidity" || e.StateClass != "measurement" || e.Unit != "%" {
+		t.Errorf("%%RH point: %+v", e)
 	}
 }
