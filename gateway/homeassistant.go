@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/fieldgate/fieldgate/bridge"
@@ -173,24 +174,47 @@ func (h *haRun) stop() <-chan struct{} {
 	return h.done
 }
 
-// reloadHA applies a reloaded configuration to discovery: a new plan for
-// the runner, or a note that enabling or disabling it needs a restart.
-func (g *Gateway) reloadHA(next *Config, devs []*devices.Device) (restart bool, err error) {
+// prepareHA builds what a reload changes in discovery: apply hands the new
+// plan to the runner (a no-op without one); restart reports that discovery
+// was enabled or disabled, which needs a restart. The plan is compiled from
+// next's device map, so a change of Home Assistant keys alone (names,
+// classes, icons) needs no new pollers.
+func (g *Gateway) prepareHA(next *Config) (apply func(), restart bool, err error) {
 	g.mu.Lock()
 	h, cur := g.ha, g.cfg
 	g.mu.Unlock()
+	nothing := func() {}
 	if haEnabled(cur) != haEnabled(next) {
-		return true, nil
+		return nothing, true, nil
 	}
 	if h == nil {
-		return false, nil
+		return nothing, false, nil
 	}
-	plan, err := haPlan(next, devs, g.versionOr())
+	set, err := devices.New(next.Devices, devices.Options{Gateway: next.Gateway.ID, Drivers: g.drivers, Publisher: nopPublisher{}})
 	if err != nil {
-		return false, fmt.Errorf("integrations.homeassistant: %w", err)
+		return nil, false, fmt.Errorf("devices: %w", err)
 	}
-	h.r.Update(plan)
-	return false, nil
+	plan, err := haPlan(next, set.Devices(), g.versionOr())
+	if err != nil {
+		return nil, false, fmt.Errorf("integrations.homeassistant: %w", err)
+	}
+	return func() { h.r.Update(plan) }, false, nil
+}
+
+// pollerView returns cfgs without the keys only integrations read
+// (manufacturer, model, homeassistant), so that a reload that changes only
+// those keeps the pollers running.
+func pollerView(cfgs []devices.DeviceConfig) []devices.DeviceConfig {
+	out := make([]devices.DeviceConfig, len(cfgs))
+	for i, c := range cfgs {
+		c.Manufacturer, c.Model, c.HomeAssistant = "", "", nil
+		c.Points = slices.Clone(c.Points)
+		for j := range c.Points {
+			c.Points[j].HomeAssistant = nil
+		}
+		out[i] = c
+	}
+	return out
 }
 
 // startHA starts discovery when cfg enables it.
@@ -212,14 +236,4 @@ func (g *Gateway) stopHA() <-chan struct{} {
 	h := g.ha
 	g.mu.Unlock()
 	return h.stop()
-}
-
-// devices returns the compiled devices of the running set.
-func (g *Gateway) devices() []*devices.Device {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.devs == nil {
-		return nil
-	}
-	return g.devs.Devices()
 }

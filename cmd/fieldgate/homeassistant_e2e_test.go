@@ -238,6 +238,30 @@ devices:
 		t.Errorf("%d retained configs after reload, want %d", n, len(want)-1)
 	}
 
+	// A reload that changes only Home Assistant keys (the boiler's model)
+	// re-sends the boiler's configs and leaves the pollers running: no
+	// availability flip.
+	availSub := startSub(t, "-h", "127.0.0.1", "-p", port, "-t", "plant/+/availability")
+	eventually(t, 10*time.Second, "boiler availability", func() bool { return availSub.has("plant/boiler/availability online") })
+	before = len(haConfigs(s))
+	writeConfig(t, dir, strings.Replace(withoutPower, "model: B-200", "model: B-300", 1), g.mqttPort, g.httpPort)
+	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "boiler configs re-sent with the new model", func() bool { return len(haConfigs(s)) >= before+3 })
+	time.Sleep(300 * time.Millisecond)
+	for _, m := range haConfigs(s)[before:] {
+		if !strings.Contains(m.topic, "/boiler_") || !strings.Contains(m.payload, `"model":"B-300"`) {
+			t.Errorf("model change sent %s %s", m.topic, m.payload)
+		}
+	}
+	if n := len(haConfigs(s)) - before; n != 3 {
+		t.Errorf("model change sent %d configs, want the boiler's 3", n)
+	}
+	if availSub.has("plant/boiler/availability offline") {
+		t.Errorf("a Home Assistant-only change restarted the pollers: %q", availSub.snapshot())
+	}
+
 	// A clean stop marks the gateway offline (retained).
 	g.stop()
 	if !s.has("1 e2e/status offline") && !s.has("0 e2e/status offline") {
