@@ -279,7 +279,7 @@ func (b *builder) point(at string, p *devices.Point, dev device, avails []availa
 	if component == "number" || component == "switch" {
 		cmd, ok := b.opts.Topics.Command(p.Topic + "/set")
 		if !ok {
-			b.add(at, "write topic %q cannot be reached from upstream: no bridge.subscribe route delivers a topic there (integrations.homeassistant.broker is upstream)", p.Topic+"/set")
+			b.add(at, "write topic %q cannot be reached from upstream: no bridge.subscribe route delivers a topic there (integrations.homeassistant.broker is upstream; homeassistant: {component: sensor} makes the entity read-only)", p.Topic+"/set")
 		}
 		e.CommandTopic = cmd
 	}

@@ -144,7 +144,7 @@ func TestBuildUpstreamUncarried(t *testing.T) {
 		`integrations.homeassistant.broker: upstream: discovery topic "homeassistant/binary_sensor/gw/status/config" is not carried by any bridge.forward route (add one whose prefix and filter produce it, e.g. {filter: "homeassistant/#", prefix: ""})`,
 		`devices[0]: availability topic "site/boiler/availability" is not carried upstream by any bridge.forward route (integrations.homeassistant.broker is upstream)`,
 		`devices[0].points[0]: topic "site/boiler/sp" is not carried upstream by any bridge.forward route (integrations.homeassistant.broker is upstream)`,
-		`devices[0].points[0]: write topic "site/boiler/sp/set" cannot be reached from upstream: no bridge.subscribe route delivers a topic there (integrations.homeassistant.broker is upstream)`,
+		`devices[0].points[0]: write topic "site/boiler/sp/set" cannot be reached from upstream: no bridge.subscribe route delivers a topic there (integrations.homeassistant.broker is upstream; homeassistant: {component: sensor} makes the entity read-only)`,
 		`integrations.homeassistant.broker: upstream: discovery topic "homeassistant/number/gw/boiler_sp/config" is not carried by any bridge.forward route (add one whose prefix and filter produce it, e.g. {filter: "homeassistant/#", prefix: ""})`,
 	}
 	if diff := cmp.Diff(want, problems(err)); diff != "" {
