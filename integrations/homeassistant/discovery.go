@@ -224,41 +224,10 @@ func (b *builder) point(at string, p *devices.Point, dev device, avails []availa
 	}
 	oat := at + ".homeassistant"
 	kind := valueKind(p)
-	writable := p.Config.Writable
-	component := ov.Component
-	switch {
-	case component == "":
-		switch {
-		case kind == kindBool && writable:
-			component = "switch"
-		case kind == kindBool:
-			component = "binary_sensor"
-		case kind == kindNumber && writable:
-			component = "number"
-		default:
-			component = "sensor"
-		}
-	case component == "sensor":
-	case component == "binary_sensor":
-		if kind == kindString {
-			b.add(oat+".component", "binary_sensor needs a bool or number point, this one is a string")
-			return
-		}
-	case component == "number":
-		if kind != kindNumber || !writable {
-			b.add(oat+".component", "number needs a writable numeric point")
-			return
-		}
-	case component == "switch":
-		if kind != kindBool || !writable {
-			b.add(oat+".component", "switch needs a writable bool point")
-			return
-		}
-	default:
-		b.add(oat+".component", "%q: want sensor, binary_sensor, number or switch", component)
+	component, ok := b.component(oat, ov.Component, kind, p.Config.Writable)
+	if !ok {
 		return
 	}
-
 	state, ok := b.opts.Topics.State(p.Topic)
 	if !ok {
 		b.add(at, "topic %q is not carried upstream by any bridge.forward route (integrations.homeassistant.broker is upstream)", p.Topic)
@@ -268,14 +237,13 @@ func (b *builder) point(at string, p *devices.Point, dev device, avails []availa
 		UniqueID:         "fieldgate_" + b.node + "_" + p.Device.Name() + "_" + p.Name(),
 		StateTopic:       state,
 		Icon:             ov.Icon,
-		QoS:              int(*p.Config.QoS),
+		QoS:              *p.Config.QoS,
 		Availability:     avails,
 		AvailabilityMode: "all",
 	}
 	if ov.Icon != "" && !strings.Contains(ov.Icon, ":") {
 		b.add(oat+".icon", "%q: want an icon name such as mdi:thermometer", ov.Icon)
 	}
-	jsonPayload := p.Device.Config.Payload != "value"
 	if component == "number" || component == "switch" {
 		cmd, ok := b.opts.Topics.Command(p.Topic + "/set")
 		if !ok {
@@ -283,82 +251,140 @@ func (b *builder) point(at string, p *devices.Point, dev device, avails []availa
 		}
 		e.CommandTopic = cmd
 	}
+	jsonPayload := p.Device.Config.Payload != "value"
 	switch component {
 	case "binary_sensor", "switch":
-		e.PayloadOn, e.PayloadOff = "true", "false"
-		if jsonPayload || kind != kindBool {
-			e.ValueTemplate = boolTemplate(jsonPayload)
-		}
-		if ov.StateClass != "" && ov.StateClass != "none" {
-			b.add(oat+".state_class", "only sensor entities have a state class")
-		}
-		classes := binaryClasses
-		if component == "switch" {
-			classes = switchClasses
-		}
-		if dc := ov.DeviceClass; dc != "" && dc != "none" {
-			if !classes[dc] {
-				b.add(oat+".device_class", "%q is not a Home Assistant %s device class", dc, component)
-			}
-			e.DeviceClass = dc
-		}
-	case "sensor", "number":
+		b.onOff(oat, component, kind, jsonPayload, ov, &e)
+	case "sensor":
 		if jsonPayload {
 			e.ValueTemplate = valueTemplate
 		}
-		unit := normUnit(p.Config.Unit)
-		if ov.Unit != "" {
-			unit = ov.Unit
+		uc := b.classes(oat, component, kind, p, ov, &e)
+		if sc := uc.stateClass; sc != "" && !stateClasses[sc] {
+			b.add(oat+".state_class", "%q: want measurement, total, total_increasing or none", sc)
 		}
-		var uc unitClass
+		if meterClasses[uc.deviceClass] && uc.stateClass == "measurement" {
+			b.add(oat+".state_class", "device_class %s needs state_class total or total_increasing (Home Assistant refuses measurement, and the Energy dashboard lists only totals)", uc.deviceClass)
+		}
+		if kind == kindString && ov.StateClass != "" && ov.StateClass != "none" {
+			b.add(oat+".state_class", "a string point has no state class")
+		}
 		if kind == kindNumber {
-			uc = deriveClass(unit, p.Name())
-			if rhUnits[p.Config.Unit] && ov.Unit == "" {
-				uc = unitClass{"humidity", "measurement"}
-			}
+			e.StateClass = uc.stateClass
 		}
-		e.Unit = unit
-		if dc := ov.DeviceClass; dc != "" {
-			uc.deviceClass = dc
-			if dc == "none" {
-				uc.deviceClass = ""
-			}
+	case "number":
+		if jsonPayload {
+			e.ValueTemplate = valueTemplate
 		}
-		if sc := ov.StateClass; sc != "" {
-			uc.stateClass = sc
-			if sc == "none" {
-				uc.stateClass = ""
-			}
+		b.classes(oat, component, kind, p, ov, &e)
+		if ov.StateClass != "" && ov.StateClass != "none" {
+			b.add(oat+".state_class", "only sensor entities have a state class")
 		}
-		classes := sensorClasses
-		if component == "number" {
-			classes = numberClasses
-		}
-		if dc := uc.deviceClass; dc != "" && !classes[dc] {
-			b.add(oat+".device_class", "%q is not a Home Assistant %s device class", dc, component)
-		}
-		e.DeviceClass = uc.deviceClass
-		if component == "sensor" {
-			if sc := uc.stateClass; sc != "" && !stateClasses[sc] {
-				b.add(oat+".state_class", "%q: want measurement, total, total_increasing or none", sc)
-			}
-			if meterClasses[uc.deviceClass] && uc.stateClass == "measurement" {
-				b.add(oat+".state_class", "device_class %s needs state_class total or total_increasing (Home Assistant refuses measurement, and the Energy dashboard lists only totals)", uc.deviceClass)
-			}
-			if kind == kindString && uc.stateClass != "" && ov.StateClass != "" {
-				b.add(oat+".state_class", "a string point has no state class")
-			}
-			if kind == kindNumber {
-				e.StateClass = uc.stateClass
-			}
-		} else {
-			if ov.StateClass != "" && ov.StateClass != "none" {
-				b.add(oat+".state_class", "only sensor entities have a state class")
-			}
-			b.numberRange(oat, p, ov, &e)
-		}
+		b.numberRange(at, oat, p, ov, &e)
 	}
 	b.message(at, component, p.Device.Name()+"_"+p.Name(), e, dev)
+}
+
+// component picks the entity type of a point: bool → binary_sensor
+// (writable: switch), number → sensor (writable: number), string → sensor,
+// or the override when it fits the point.
+func (b *builder) component(oat, override, kind string, writable bool) (string, bool) {
+	switch override {
+	case "":
+		switch {
+		case kind == kindBool && writable:
+			return "switch", true
+		case kind == kindBool:
+			return "binary_sensor", true
+		case kind == kindNumber && writable:
+			return "number", true
+		}
+		return "sensor", true
+	case "sensor":
+		return override, true
+	case "binary_sensor":
+		if kind == kindString {
+			b.add(oat+".component", "binary_sensor needs a bool or number point, this one is a string")
+			return "", false
+		}
+		return override, true
+	case "number":
+		if kind != kindNumber || !writable {
+			b.add(oat+".component", "number needs a writable numeric point")
+			return "", false
+		}
+		return override, true
+	case "switch":
+		if kind != kindBool || !writable {
+			b.add(oat+".component", "switch needs a writable bool point")
+			return "", false
+		}
+		return override, true
+	}
+	b.add(oat+".component", "%q: want sensor, binary_sensor, number or switch", override)
+	return "", false
+}
+
+// onOff fills the fields of a binary_sensor or switch: "true"/"false" as
+// payloads (what /set accepts and what a bool reading looks like), a
+// template unless the payload is already that bare text, and the device
+// class override.
+func (b *builder) onOff(oat, component, kind string, jsonPayload bool, ov *devices.HomeAssistantPoint, e *entity) {
+	e.PayloadOn, e.PayloadOff = "true", "false"
+	if jsonPayload || kind != kindBool {
+		e.ValueTemplate = boolTemplate(jsonPayload)
+	}
+	if ov.StateClass != "" && ov.StateClass != "none" {
+		b.add(oat+".state_class", "only sensor entities have a state class")
+	}
+	classes := binaryClasses
+	if component == "switch" {
+		classes = switchClasses
+	}
+	if dc := ov.DeviceClass; dc != "" && dc != "none" {
+		if !classes[dc] {
+			b.add(oat+".device_class", "%q is not a Home Assistant %s device class", dc, component)
+		}
+		e.DeviceClass = dc
+	}
+}
+
+// classes sets the unit and device class of a sensor or number entity,
+// derived from the point's unit and name unless overridden, and returns
+// them with the state class (derived or overridden, "" for none).
+func (b *builder) classes(oat, component, kind string, p *devices.Point, ov *devices.HomeAssistantPoint, e *entity) unitClass {
+	unit := normUnit(p.Config.Unit)
+	if ov.Unit != "" {
+		unit = ov.Unit
+	}
+	var uc unitClass
+	if kind == kindNumber {
+		uc = deriveClass(unit, p.Name())
+		if rhUnits[p.Config.Unit] && ov.Unit == "" {
+			uc = unitClass{"humidity", "measurement"}
+		}
+	}
+	if dc := ov.DeviceClass; dc != "" {
+		uc.deviceClass = dc
+		if dc == "none" {
+			uc.deviceClass = ""
+		}
+	}
+	if sc := ov.StateClass; sc != "" {
+		uc.stateClass = sc
+		if sc == "none" {
+			uc.stateClass = ""
+		}
+	}
+	valid := sensorClasses
+	if component == "number" {
+		valid = numberClasses
+	}
+	if dc := uc.deviceClass; dc != "" && !valid[dc] {
+		b.add(oat+".device_class", "%q is not a Home Assistant %s device class", dc, component)
+	}
+	e.Unit, e.DeviceClass = unit, uc.deviceClass
+	return uc
 }
 
 // Value templates. A JSON payload without "value" is a bad-quality reading
@@ -380,7 +406,7 @@ func boolTemplate(jsonPayload bool) string {
 // limits when set, else the range its register type can hold after scale
 // and offset; the step is the scale (1 for plain integers, 0.001 for
 // floats), or the override.
-func (b *builder) numberRange(at string, p *devices.Point, ov *devices.HomeAssistantPoint, e *entity) {
+func (b *builder) numberRange(at, oat string, p *devices.Point, ov *devices.HomeAssistantPoint, e *entity) {
 	c := p.Config
 	scale := 1.0
 	if c.Scale != nil {
@@ -400,7 +426,7 @@ func (b *builder) numberRange(at string, p *devices.Point, ov *devices.HomeAssis
 		hi = *c.Max
 	}
 	if math.IsInf(lo, 0) || math.IsInf(hi, 0) {
-		b.add(at[:len(at)-len(".homeassistant")], "a writable %s point needs min and max for its Home Assistant number entity", cmpOr(c.Type, "numeric"))
+		b.add(at, "a writable %s point needs min and max for its Home Assistant number entity", cmpOr(c.Type, "numeric"))
 		return
 	}
 	step := 0.001
@@ -409,14 +435,14 @@ func (b *builder) numberRange(at string, p *devices.Point, ov *devices.HomeAssis
 	}
 	if ov.Step != nil {
 		if !(*ov.Step >= 0.001) {
-			b.add(at+".step", "%g: Home Assistant's smallest step is 0.001", *ov.Step)
+			b.add(oat+".step", "%g: Home Assistant's smallest step is 0.001", *ov.Step)
 		}
 		step = *ov.Step
 	}
 	switch ov.Mode {
 	case "", "auto", "box", "slider":
 	default:
-		b.add(at+".mode", "%q: want auto, box or slider", ov.Mode)
+		b.add(oat+".mode", "%q: want auto, box or slider", ov.Mode)
 	}
 	e.Min, e.Max, e.Step, e.Mode = &lo, &hi, &step, ov.Mode
 }
