@@ -380,3 +380,32 @@ devices:
 	}
 	g.stop()
 }
+
+// `fieldgate check` refuses a Home Assistant target that no route carries,
+// naming the key, its line and the missing topic, and accepts the file once
+// the routes are there.
+func TestHomeAssistantCheck(t *testing.T) {
+	dir := t.TempDir()
+	body := `gateway: {id: gw}
+integrations:
+  homeassistant: {broker: upstream}
+bridge:
+  upstream: {url: "mqtt://127.0.0.1:1"}
+  forward: [{filter: "plant/#", prefix: "sites/{gateway}/"}]
+  subscribe: [{filter: "homeassistant/status"}]
+devices:
+  - {name: tank, driver: sim, topic: "plant/{device}/{point}", points: [{name: level, sim: constant, value: 3, unit: "m³"}]}
+`
+	path := writeConfig(t, dir, body, 0, 0)
+	_, errOut, code := runBin(t, "", "check", "--config", path)
+	want := `integrations.homeassistant.broker (line 3): upstream: discovery topic "homeassistant/sensor/gw/tank_level/config" is not carried by any bridge.forward route`
+	if code != exitConfig || !strings.Contains(errOut, want) {
+		t.Fatalf("check: exit %d, want %d with %q:\n%s", code, exitConfig, want, errOut)
+	}
+	path = writeConfig(t, dir, strings.Replace(body, `forward: [{filter: "plant/#", prefix: "sites/{gateway}/"}]`,
+		`forward: [{filter: "plant/#", prefix: "sites/{gateway}/"}, {filter: "homeassistant/#", prefix: ""}]`, 1), 0, 0)
+	out, errOut, code := runBin(t, "", "check", "--config", path)
+	if code != exitOK || !strings.Contains(out, "Home Assistant discovery on the upstream broker") {
+		t.Fatalf("check with the route: exit %d\n%s%s", code, out, errOut)
+	}
+}
