@@ -30,6 +30,9 @@ type Config struct {
 	// Bridge is nil when the file has no `bridge:` section: the gateway then
 	// runs as a local broker with devices and stores nothing.
 	Bridge *bridge.Config `yaml:"bridge"`
+	// Integrations feed the device map to other systems (Home Assistant
+	// discovery); see homeassistant.go.
+	Integrations IntegrationsConfig `yaml:"integrations"`
 	// Console is the local web console (see README "Web console").
 	Console console.Config `yaml:"console"`
 }
@@ -118,6 +121,7 @@ func (c *Config) Defaults() {
 	if c.Bridge != nil {
 		c.Bridge.Defaults()
 	}
+	c.Integrations.defaults()
 	c.Console.Defaults()
 }
 
@@ -170,6 +174,7 @@ func (c *Config) Validate(drivers map[string]devices.Driver) []Problem {
 	if c.Bridge != nil {
 		probs = append(probs, fieldProblems("bridge", c.Bridge.Validate())...)
 	}
+	probs = append(probs, c.integrationProblems(drivers)...)
 	probs = append(probs, fieldProblems("console", c.Console.Validate())...)
 	return probs
 }
@@ -204,6 +209,8 @@ func fieldProblems(section string, err error) []Problem {
 
 func joinPath(section, rel string) string {
 	switch {
+	case section == "":
+		return rel
 	case rel == "":
 		return section
 	case strings.HasPrefix(rel, "["):

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,7 +12,6 @@ import (
 	"net"
 	"net/url"
 	"regexp"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +36,6 @@ type consoleWiring struct {
 	ln      net.Listener // nil when served on the ops server
 	ring    *console.LogRing
 	started time.Time
-	version string
 
 	points atomic.Pointer[map[string]pointRef] // point topic → point, for live values
 	ingest rateMeter                           // messages entering the buffer per second
@@ -55,10 +54,6 @@ func ringOf(log *slog.Logger) *console.LogRing {
 	return nil
 }
 
-// SetVersion sets the version the console's overview shows (cmd/fieldgate
-// passes its build version). Call it before Run.
-func (g *Gateway) SetVersion(v string) { g.cw.version = v }
-
 // newConsole builds the console when it is enabled and has somewhere to be
 // served: its own address, or the ops server. It binds its own listener
 // here, so that a busy port fails the start.
@@ -72,9 +67,6 @@ func (g *Gateway) newConsole(cfg *Config) error {
 		addr = cfg.Gateway.HTTP.Address
 	}
 	g.cw.started = time.Now()
-	if g.cw.version == "" {
-		g.cw.version = buildVersion()
-	}
 	src := consoleSource{g}
 	con, err := console.New(cc, console.Options{
 		Status:  src,
@@ -166,13 +158,6 @@ func (g *Gateway) noteReload(err error, notApplied []string) {
 	g.cw.mu.Unlock()
 }
 
-func buildVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
-
 // consoleSource answers the console's questions from the running gateway.
 type consoleSource struct{ g *Gateway }
 
@@ -184,7 +169,7 @@ func (s consoleSource) Status() console.Status {
 	now := time.Now()
 	st := console.Status{
 		Gateway:     cfg.Gateway.ID,
-		Version:     g.cw.version,
+		Version:     cmp.Or(g.versionOr(), "dev"),
 		Started:     g.cw.started,
 		UptimeSec:   now.Sub(g.cw.started).Seconds(),
 		ClockSynced: !g.clock.known.Load() || g.clock.synced.Load(),
