@@ -112,7 +112,22 @@ func TestConsoleBrowser(t *testing.T) {
 	need(t, "chromium", "/usr/sbin/mosquitto")
 	shots := t.TempDir()
 	upPort := freePort(t)
-	g := startGW(t, t.TempDir(), demoConfig(t, upPort, "127.0.0.1", ""))
+	// The demo's devices, plus a Modbus TCP device that is not there.
+	cfg := strings.Replace(demoConfig(t, upPort, "127.0.0.1", ""), "\nbridge:\n", fmt.Sprintf(`
+  - name: pump
+    driver: modbus
+    transport: tcp
+    address: 127.0.0.1:%d
+    unit: 1
+    poll: 1s
+    timeout: 300ms
+    topic: "myhome/cellar/{device}/{point}"
+    points:
+      - {name: speed, table: holding, address: 0, type: uint16, unit: rpm}
+
+bridge:
+`, freePort(t)), 1)
+	g := startGW(t, t.TempDir(), cfg)
 	base := fmt.Sprintf("http://127.0.0.1:%d", g.httpPort)
 	ctx := newBrowser(t)
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
@@ -164,6 +179,10 @@ func TestConsoleBrowser(t *testing.T) {
 		do(t, ctx, 5*time.Second, waitJS(fmt.Sprintf(
 			`document.querySelector('tr[data-point="livingroom/humidity"] .v').textContent != %q && window.notReloaded === true`, before),
 			2*time.Second))
+		// The absent Modbus device is offline, with the reason in words.
+		do(t, ctx, 15*time.Second, waitJS(
+			`document.querySelector('[data-device="pump"] [data-k="state"]').textContent == "offline" && /refused/.test(document.querySelector('[data-device="pump"] [data-k="last_error"]').textContent)`,
+			10*time.Second))
 		screenshot(t, ctx, shots, "devices")
 
 		do(t, ctx, 20*time.Second,

@@ -30,7 +30,8 @@
       const after = +row.dataset.staleAfter * 1000;
       const ts = +(($(".ts", row) || {}).dataset || {}).ts || 0;
       const q = ($(".q", row) || {}).textContent;
-      const stale = row.dataset.offline === "1" || q === "bad" || (after > 0 && ts > 0 && Date.now() - ts > after);
+      // Only a value can be stale: a point never read shows "no value yet".
+      const stale = ts > 0 && (row.dataset.offline === "1" || q === "bad" || (after > 0 && Date.now() - ts > after));
       row.classList.toggle("stale", stale);
       const big = $(".huge", row);
       if (big) big.classList.toggle("stale", stale);
