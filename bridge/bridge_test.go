@@ -58,7 +58,7 @@ func TestBacklogAfterOutage(t *testing.T) {
 			q := openQueue(t, buffer.Config{})
 			cfg := testConfig("mqtt://" + px.addr())
 			cfg.Upstream.Protocol = tc.protocol
-			cfg.Forward[0].QoS = tc.qos
+			cfg.Forward[0].QoS = new(tc.qos)
 			b := newBridge(t, cfg, q, nil, nil)
 			startBridge(t, b)
 
@@ -104,7 +104,7 @@ func TestLinkCutsDuringDrain(t *testing.T) {
 			q := openQueue(t, buffer.Config{})
 			cfg := testConfig("mqtt://" + px.addr())
 			cfg.Upstream.Protocol = tc.protocol
-			cfg.Forward[0].QoS = tc.qos
+			cfg.Forward[0].QoS = new(tc.qos)
 			cfg.ReplayRate.MessagesPerSecond = 4000 // long enough a drain to cut it several times
 			b := newBridge(t, cfg, q, nil, nil)
 			const pubs, n = 8, 500
@@ -155,7 +155,7 @@ func TestStallDetection(t *testing.T) {
 			cfg := testConfig("mqtt://" + px.addr())
 			cfg.Upstream.Protocol = protocol
 			cfg.StallTimeout = 300 * time.Millisecond
-			cfg.Upstream.KeepAlive = 60 * time.Second // keepalive must not be what detects it
+			cfg.Upstream.KeepAlive = new(60 * time.Second) // keepalive must not be what detects it
 			b := newBridge(t, cfg, q, nil, nil)
 			o := newObserver(t, up, "sites/#", 1)
 			startBridge(t, b)
@@ -220,7 +220,7 @@ func TestQoS2SessionSurvivesRestart(t *testing.T) {
 	q := openQueue(t, buffer.Config{})
 	dataDir := t.TempDir()
 	cfg := testConfig("mqtt://" + px.addr())
-	cfg.Forward[0].QoS = 2
+	cfg.Forward[0].QoS = new(byte(2))
 	cfg.StallTimeout = time.Hour // the freeze must not end the first connection
 	cfg.Inflight = 32            // a full window well below the backlog
 	o := newObserver(t, up, "sites/#", 2)

@@ -374,9 +374,9 @@ func (b *Broker) capabilities() *mqtt.Capabilities {
 	// delivered instead of dropped.
 	c.MaximumInflight = uint16(min(2*l.MaxInflight, math.MaxUint16))
 	c.MaximumClientWritesPending = int32(l.MaxQueuedMessages + l.MaxInflight)
-	c.MaximumSessionExpiryInterval = uint32(l.MaxSessionExpiry / time.Second)
+	c.MaximumSessionExpiryInterval = uint32(*l.MaxSessionExpiry / time.Second)
 	c.MaximumMessageExpiryInterval = int64(l.MaxMessageExpiry / time.Second)
-	c.TopicAliasMaximum = uint16(l.TopicAliasMaximum)
+	c.TopicAliasMaximum = uint16(*l.TopicAliasMaximum)
 	c.Compatibilities.NoInheritedPropertiesOnAck = true // no user properties on PUBACK/PUBREC/PUBCOMP
 	return c
 }

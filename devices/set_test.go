@@ -106,9 +106,9 @@ func TestDeadbandHeartbeatPayloads(t *testing.T) {
 		drv.values["t"], drv.values["n"], drv.values["s"], drv.values["e"] = 20.0, int64(7), "on", int64(3)
 		h := start(t, drv, DeviceConfig{Name: "boiler", Driver: "fake", Topic: "home/{device}/{point}", Poll: time.Second,
 			Points: []PointConfig{
-				{Name: "t", Unit: "°C", Deadband: 0.5, Heartbeat: 10 * time.Second},
+				{Name: "t", Unit: "°C", Deadband: 0.5, Heartbeat: new(10 * time.Second)},
 				{Name: "n", Scale: f64(0.1), Offset: 1, DeadbandPercent: 10},
-				{Name: "s", Retain: new(true), QoS: iptr(0), Heartbeat: time.Hour},
+				{Name: "s", Retain: new(true), QoS: iptr(0), Heartbeat: new(time.Hour)},
 				{Name: "e"}, // neither deadband nor heartbeat: every reading
 			}})
 		first := h.pub.take()
