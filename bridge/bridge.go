@@ -340,8 +340,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.started = true
 	b.mu.Unlock()
 
+	// The loops below run until ctx is done: Run cancels it when it
+	// returns (on a fatal error too) before waiting for them.
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	wg.Go(func() { b.liveLoop(ctx) })
 	wg.Go(func() { b.rateLoop(ctx) })
 	if b.sess != nil {

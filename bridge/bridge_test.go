@@ -262,3 +262,29 @@ func TestQoS2SessionSurvivesRestart(t *testing.T) {
 		t.Errorf("resent = %d, want 0 (the session completed them)", s.Resent)
 	}
 }
+
+// A fatal buffer error ends Run with that error: it must not wait for the
+// loops that only stop with Run's context (issue 15: Run used to block).
+func TestRunReturnsFatalBufferError(t *testing.T) {
+	t.Parallel()
+	up := plainMosquitto(t)
+	q := openQueue(t, buffer.Config{})
+	b := newBridge(t, testConfig("mqtt://"+up), q, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	waitFor(t, 10*time.Second, "connected", func() bool { return b.Stats().Connected })
+	if err := q.Close(); err != nil { // the store is gone under the running bridge
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, buffer.ErrClosed) {
+			t.Fatalf("Run = %v, want an error wrapping buffer.ErrClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("Run did not return after a fatal buffer error")
+	}
+}
