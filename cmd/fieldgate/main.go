@@ -161,6 +161,18 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
+	// Signals are caught before anything else, so that one arriving while
+	// the configuration loads does not take its default action (SIGHUP's
+	// kills the process). SIGHUP reloads; it stays caught until the
+	// process exits (never signal.Stop or Ignore: both reset the handler
+	// first, and a SIGHUP in that moment kills the process), so that
+	// `systemctl reload` while the gateway stops cannot kill it. Once the
+	// reloading loop below has returned, they go unread.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+
 	boot := gateway.NewLogger(gateway.LogConfig{Level: "info", Format: "text"}, stderr)
 	drivers := gateway.Drivers(boot)
 	cfg, err := gateway.Load(path, drivers)
@@ -174,16 +186,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return exitRuntime
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	// SIGHUP reloads. The reloading goroutine ends with Run (the gateway
-	// also refuses reloads once it stops) and is waited for before exiting.
-	// SIGHUP stays caught until the process exits (never signal.Stop or
-	// Ignore: both reset the handler first, and a SIGHUP in that moment
-	// kills the process): `systemctl reload` while the gateway stops must
-	// not kill it. Once the loop below has returned, they go unread.
-	reload := make(chan os.Signal, 1)
-	signal.Notify(reload, syscall.SIGHUP)
+	// The reloading goroutine ends with Run (the gateway also refuses
+	// reloads once it stops) and is waited for before exiting.
 	reloadCtx, stopReloads := context.WithCancel(ctx)
 	var reloads sync.WaitGroup
 	reloads.Go(func() {
