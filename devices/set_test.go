@@ -464,3 +464,27 @@ func TestStreamSilence(t *testing.T) {
 		}
 	})
 }
+
+// A point's `heartbeat: 0` turns the device's heartbeat off for that point
+// (issue 15: 0 used to mean "inherit"); a point without the key inherits.
+func TestPointHeartbeatZeroOverridesDevice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		drv := newFakeDriver()
+		drv.values["inherit"], drv.values["never"] = 1.0, 2.0
+		h := start(t, drv, DeviceConfig{Name: "d", Driver: "fake", Topic: "h/{device}/{point}", Poll: time.Second, Heartbeat: 5 * time.Second,
+			Points: []PointConfig{
+				{Name: "inherit", Deadband: 1},
+				{Name: "never", Deadband: 1, Heartbeat: new(time.Duration(0))},
+			}})
+		h.pub.take() // availability and the first readings
+		advance(12 * time.Second)
+		got := map[string]int{}
+		for _, l := range lines(h.pub.take()) {
+			got[strings.Fields(l)[0]]++
+		}
+		if diff := cmp.Diff(map[string]int{"h/d/inherit": 2}, got); diff != "" {
+			t.Errorf("publishes of unchanged values in 12s, device heartbeat 5s (-want +got):\n%s", diff)
+		}
+		h.stop()
+	})
+}
