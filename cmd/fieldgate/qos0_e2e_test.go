@@ -15,7 +15,7 @@ import (
 // A route written with `qos: 0` is QoS 0, not the default 1 (issue 15):
 // the forward route sends at QoS 0 to a real mosquitto upstream and writes
 // nothing to the buffer on disk; the subscribe route subscribes upstream
-// at QoS 0.
+// at QoS 0. Likewise `keepalive: 0s` connects with keep alive off.
 func TestQoS0Routes(t *testing.T) {
 	need(t, "mosquitto_sub", "mosquitto_pub")
 	up := startMosquitto(t, 0, "log_dest stderr", "log_type all")
@@ -25,7 +25,7 @@ func TestQoS0Routes(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	dir := t.TempDir()
 	g := startGW(t, dir, fmt.Sprintf(anonHeader+`bridge:
-  upstream: {url: "mqtt://127.0.0.1:%d", protocol: 5}
+  upstream: {url: "mqtt://127.0.0.1:%d", protocol: 5, keepalive: 0s}
   forward:
     - {filter: "myhome/#", prefix: "sites/{gateway}/", qos: 0}
   subscribe:
@@ -44,6 +44,10 @@ func TestQoS0Routes(t *testing.T) {
 	})
 	if subQoS != "0" {
 		t.Errorf("subscribe route with qos: 0 subscribed upstream at QoS %s", subQoS)
+	}
+	// mosquitto: "New client connected from … as e2e (p5, c1, k0)."
+	if m := regexp.MustCompile(`as e2e \(p\d, c\d, k(\d+)\)`).FindStringSubmatch(up.log.String()); m == nil || m[1] != "0" {
+		t.Errorf("keepalive: 0s: the bridge connected with %v, want k0", m)
 	}
 
 	// Local publishers at QoS 1 and 2: upstream gets QoS 0.
