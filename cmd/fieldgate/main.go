@@ -186,6 +186,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return exitRuntime
 	}
+	gw.SetVersion(versionString())
 	// The reloading goroutine ends with Run (the gateway also refuses
 	// reloads once it stops) and is waited for before exiting.
 	reloadCtx, stopReloads := context.WithCancel(ctx)
