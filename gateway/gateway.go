@@ -63,7 +63,7 @@ type Gateway struct {
 }
 
 // ComponentError is what Run returns when a component (broker, bridge,
-// buffer, devices, http) failed while the gateway was running: the gateway
+// buffer, devices, homeassistant, http) failed while the gateway was running: the gateway
 // logged it when it happened ("component failed; stopping"), stopped
 // everything and returns it so that the process exits non-zero (see
 // cmd/fieldgate: exit code 4) and systemd restarts it.

@@ -13,9 +13,9 @@
 // Exit codes: 0 success; 1 invalid configuration; 2 usage error; 3 runtime
 // failure (a listener could not bind, the data directory is unusable, a
 // device could not be probed, a doctor check failed, shutdown exceeded its
-// deadline); 4 a component (broker, bridge, buffer, devices, http) failed
-// while the gateway was running: it was logged, the gateway stopped, and
-// systemd's Restart=on-failure starts it again.
+// deadline); 4 a component (broker, bridge, buffer, devices, homeassistant,
+// http) failed while the gateway was running: it was logged, the gateway
+// stopped, and systemd's Restart=on-failure starts it again.
 package main
 
 import (
