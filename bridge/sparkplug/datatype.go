@@ -303,8 +303,9 @@ func setValue(m *Payload_Metric, t DataType, v any) error {
 
 // metricValue decodes the value of m as datatype t, returning the
 // canonical Go value (see Convert). Signed integers narrower than 64 bits
-// are accepted sign-extended (the specification's encoding) and, because
-// some implementations send them so, zero-extended from their own width.
+// must be sign-extended to 32 bits, as the specification encodes them: a
+// zero-extended 0xFFFB is 65531, out of Int16 range, not -5 (guessing
+// would turn an out-of-range write into a wrong one).
 func metricValue(m *Payload_Metric, t DataType) (any, error) {
 	if m.GetIsNull() {
 		return nil, errors.New("value is null")
@@ -321,22 +322,11 @@ func metricValue(m *Payload_Metric, t DataType) (any, error) {
 	case *Payload_Metric_DoubleValue:
 		return Convert(t, v.DoubleValue)
 	case *Payload_Metric_IntValue:
-		u := v.IntValue
 		switch t {
 		case DataType_Int8, DataType_Int16, DataType_Int32:
-			s := int64(int32(u))
-			minV, maxV, _ := intRange(t)
-			if s < minV || s > int64(maxV) {
-				switch {
-				case t == DataType_Int8 && u <= math.MaxUint8:
-					s = int64(int8(u))
-				case t == DataType_Int16 && u <= math.MaxUint16:
-					s = int64(int16(u))
-				}
-			}
-			return Convert(t, s)
+			return Convert(t, int32(v.IntValue))
 		}
-		return Convert(t, u)
+		return Convert(t, v.IntValue)
 	case *Payload_Metric_LongValue:
 		if t == DataType_Int64 {
 			return int64(v.LongValue), nil

@@ -185,27 +185,33 @@ func TestMetricValueEncoding(t *testing.T) {
 	}
 }
 
-// Narrow signed integers some implementations send zero-extended from their
-// own width are read as the signed value they mean.
-func TestMetricValueZeroExtended(t *testing.T) {
+// Narrow signed integers must arrive sign-extended; a zero-extended value
+// is read as the (out of range) unsigned number it is, never guessed.
+func TestMetricValueNarrowSigned(t *testing.T) {
 	tests := []struct {
-		dt   DataType
-		u    uint32
-		want int64
+		dt      DataType
+		u       uint32
+		want    int64
+		wantErr string
 	}{
-		{DataType_Int16, 0xFFFB, -5},
-		{DataType_Int8, 0xFF, -1},
-		{DataType_Int16, 0x7FFF, 32767},
+		{DataType_Int16, 0xFFFFFFFB, -5, ""},
+		{DataType_Int8, 0xFFFFFF80, -128, ""},
+		{DataType_Int16, 0x7FFF, 32767, ""},
+		{DataType_Int16, 0xFFFB, 0, "65531 out of Int16 range"},
+		{DataType_Int8, 0xFF, 0, "255 out of Int8 range"},
+		{DataType_Int16, 0xFFFF7FFF, 0, "-32769 out of Int16 range"},
 	}
 	for _, tt := range tests {
 		m := &Payload_Metric{Value: &Payload_Metric_IntValue{IntValue: tt.u}}
 		got, err := metricValue(m, tt.dt)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("metricValue(%#x as %v) = %v, %v; want an error containing %q", tt.u, tt.dt, got, err, tt.wantErr)
+			}
+			continue
+		}
 		if err != nil || got != tt.want {
 			t.Errorf("metricValue(%#x as %v) = %v, %v; want %d", tt.u, tt.dt, got, err, tt.want)
 		}
-	}
-	m := &Payload_Metric{Value: &Payload_Metric_IntValue{IntValue: 0x10000}}
-	if got, err := metricValue(m, DataType_Int16); err == nil {
-		t.Errorf("0x10000 as Int16 = %v, want an error", got)
 	}
 }
