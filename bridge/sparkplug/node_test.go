@@ -2,6 +2,7 @@ package sparkplug
 
 import (
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -318,5 +319,52 @@ func TestMessagesNeedSession(t *testing.T) {
 	}
 	if _, err := n.NData(t0, NodeMetrics{}); err == nil {
 		t.Error("NDATA before NBIRTH succeeded")
+	}
+}
+
+// Messages built concurrently each take a distinct seq: 1…n with none
+// lost or repeated.
+func TestConcurrentBuildersTakeDistinctSeqs(t *testing.T) {
+	n := newTestNode(t)
+	must(t)(n.Connect(0))
+	must(t)(n.NBirth(t0, NodeMetrics{}))
+	const workers, each = 4, 50
+	seqs := make(chan uint64, workers*each)
+	errs := make(chan error, workers*each)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				m, err := n.DData("boiler", t1, []Sample{{Point: "pressure", Value: float64(w*each + i), Time: t1}})
+				if err != nil {
+					errs <- err
+					continue
+				}
+				var p Payload
+				if err := proto.Unmarshal(m.Payload, &p); err != nil {
+					errs <- err
+					continue
+				}
+				seqs <- p.GetSeq()
+			}
+		})
+	}
+	wg.Wait()
+	close(seqs)
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	seen := map[uint64]bool{}
+	for s := range seqs {
+		if seen[s] {
+			t.Errorf("seq %d taken twice", s)
+		}
+		seen[s] = true
+	}
+	for s := uint64(1); s <= workers*each; s++ {
+		if !seen[s] {
+			t.Errorf("seq %d missing", s)
+		}
 	}
 }
