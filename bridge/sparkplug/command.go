@@ -5,11 +5,17 @@ import (
 	"fmt"
 	"strconv"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
-// maxCommandPayload bounds the NCMD/DCMD payloads DecodeCommand accepts.
-const maxCommandPayload = 256 << 10
+// Bounds of the NCMD/DCMD payloads DecodeCommand accepts. The metric count
+// is checked on the wire before the payload is decoded: a payload of empty
+// metrics costs hundreds of bytes of memory per two bytes of input.
+const (
+	maxCommandPayload = 256 << 10
+	maxCommandMetrics = 1024
+)
 
 // Command is a decoded NCMD or DCMD addressed to this node.
 type Command struct {
@@ -92,6 +98,11 @@ func (n *Node) DecodeCommand(topic string, payload []byte) (Command, error) {
 	if len(payload) > maxCommandPayload {
 		return Command{}, fmt.Errorf("%s: payload is %d bytes, limit %d", t.Type, len(payload), maxCommandPayload)
 	}
+	if n, err := countMetrics(payload); err != nil {
+		return Command{}, fmt.Errorf("%s: decode payload: %w", t.Type, err)
+	} else if n > maxCommandMetrics {
+		return Command{}, fmt.Errorf("%s: %d metrics, limit %d", t.Type, n, maxCommandMetrics)
+	}
 	var p Payload
 	if err := proto.Unmarshal(payload, &p); err != nil {
 		return Command{}, fmt.Errorf("%s: decode payload: %w", t.Type, err)
@@ -138,4 +149,27 @@ func (n *Node) DecodeCommand(topic string, payload []byte) (Command, error) {
 		c.Writes = append(c.Writes, Write{Device: d.name, Point: pm.point.Name, Value: v})
 	}
 	return c, nil
+}
+
+// countMetrics counts the Payload.metrics fields of an encoded payload
+// without decoding them.
+func countMetrics(b []byte) (int, error) {
+	const metricsField = 2
+	n := 0
+	for len(b) > 0 {
+		num, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return 0, protowire.ParseError(l)
+		}
+		b = b[l:]
+		l = protowire.ConsumeFieldValue(num, typ, b)
+		if l < 0 {
+			return 0, protowire.ParseError(l)
+		}
+		b = b[l:]
+		if num == metricsField {
+			n++
+		}
+	}
+	return n, nil
 }

@@ -1,6 +1,7 @@
 package sparkplug
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
@@ -130,6 +131,8 @@ func TestDecodeCommandRejectsMessage(t *testing.T) {
 		{"unknown device", "spBv1.0/plant1/DCMD/gw-01/nope", good, false},
 		{"garbage", "spBv1.0/plant1/DCMD/gw-01/boiler", []byte{0xff, 0xff, 0xff}, false},
 		{"too large", "spBv1.0/plant1/NCMD/gw-01", make([]byte, maxCommandPayload+1), false},
+		{"too many metrics", "spBv1.0/plant1/DCMD/gw-01/boiler", bytes.Repeat([]byte{0x12, 0x00}, maxCommandMetrics+1), false},
+		{"truncated metric", "spBv1.0/plant1/DCMD/gw-01/boiler", []byte{0x12, 0x05, 0x0a}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
