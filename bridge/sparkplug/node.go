@@ -57,7 +57,8 @@ type NodeMetrics struct {
 	Version string
 }
 
-// Message is an MQTT message to publish.
+// Message is an MQTT message to publish. NDEATH has QoS 1, every other
+// message QoS 0; none is retained (specification v3.0).
 type Message struct {
 	Topic   string
 	Payload []byte
