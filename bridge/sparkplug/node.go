@@ -275,9 +275,9 @@ func (n *Node) bornLocked() error {
 
 // DBirth returns the DBIRTH of a device: every metric of the device with
 // name, alias, datatype and timestamp; the value and timestamp come from
-// the device's sample for that point (the latest wins), a point without
-// one is announced with is_null and timestamp now. now is also the
-// payload timestamp.
+// the point's sample (the last one in samples when there are several), a
+// point without one is announced with is_null and timestamp now. now is
+// also the payload timestamp.
 func (n *Node) DBirth(device string, now time.Time, samples []Sample) (Message, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
