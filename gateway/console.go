@@ -292,13 +292,17 @@ func (r *rateMeter) update(now time.Time, n uint64) float64 {
 // stale by age; they are when their device goes offline.
 func staleAfter(pc devices.PointConfig) time.Duration {
 	banded := pc.Deadband > 0 || pc.DeadbandPercent > 0
+	var heartbeat time.Duration
+	if pc.Heartbeat != nil {
+		heartbeat = *pc.Heartbeat
+	}
 	switch {
 	case pc.Poll <= 0:
 		return 0
-	case !banded && pc.Heartbeat == 0:
+	case !banded && heartbeat == 0:
 		return 3*pc.Poll + time.Second
-	case pc.Heartbeat > 0:
-		return pc.Heartbeat + 2*pc.Poll + time.Second
+	case heartbeat > 0:
+		return heartbeat + 2*pc.Poll + time.Second
 	}
 	return 0
 }

@@ -84,13 +84,14 @@ devices:
 }
 
 func TestStaleAfter(t *testing.T) {
+	minute := time.Minute
 	for _, tc := range []struct {
 		pc   devices.PointConfig
 		want time.Duration
 	}{
 		{devices.PointConfig{Poll: time.Second}, 4 * time.Second},
 		{devices.PointConfig{Poll: time.Second, Deadband: 0.5}, 0},
-		{devices.PointConfig{Poll: time.Second, Deadband: 0.5, Heartbeat: time.Minute}, 63 * time.Second},
+		{devices.PointConfig{Poll: time.Second, Deadband: 0.5, Heartbeat: &minute}, 63 * time.Second},
 		{devices.PointConfig{}, 0},
 	} {
 		if got := staleAfter(tc.pc); got != tc.want {
