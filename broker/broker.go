@@ -158,7 +158,7 @@ type Stats struct {
 	AuthFailures        int64 // total CONNECTs refused for bad credentials
 	ACLDenied           int64 // total publishes, subscriptions or deliveries the ACL refused
 	DeliveryWaits       int64 // total publishes that waited for a slow subscriber
-	DeliveryWaitTimeout int64 // total waits that ran out after limits.delivery_wait
+	DeliveryWaitTimeout int64 // total subscribers given up after limits.delivery_wait (once until each catches up)
 	SlowDisconnects     int64 // total subscribers disconnected by limits.when_queue_full: disconnect
 }
 

@@ -210,9 +210,9 @@ func (f *flow) fill() {
 // alias runs before mochi handles a SUBSCRIBE or UNSUBSCRIBE from the
 // client. mochi refuses one whose packet id is in the client's in-flight map
 // (0x91, "packet identifier in use"), but that map also holds the ids of
-// messages sent to the client, which the client chooses its own ids
-// independently of [MQTT-2.2.1]: a client that subscribes while messages to
-// it are in flight (say, on resuming its session) was refused at random.
+// messages sent to the client, and a client chooses its ids independently
+// of the server's [MQTT-2.2.1]: a client that subscribed while messages to
+// it were in flight (say, on resuming its session) was refused at random.
 // Such a packet gets, while mochi handles it, a free id in place of the
 // client's, and unalias puts the client's back into the SUBACK or UNSUBACK.
 func (f *flow) alias(pk *packets.Packet) {
@@ -253,9 +253,11 @@ func (b *Broker) startFlow(cl *mqtt.Client, resume bool) {
 	cl.Properties.Props.ReceiveMaximum = 0 // mochi resets the send quota from this on take-over
 	cl.State.Inflight.ResetSendQuota(0)    // 0 turns off mochi's deferred sending
 	f := newFlow(cl, limit)
-	if resume && f.conn != nil {
+	if resume {
 		f.resuming = true
-		f.conn.discardResent(true)
+		if f.conn != nil {
+			f.conn.discardResent(true)
+		}
 	}
 	if old, loaded := b.flows.Swap(cl, f); loaded {
 		old.(*flow).end()
@@ -273,6 +275,9 @@ func (b *Broker) flowReady(cl *mqtt.Client) {
 	}
 	f := v.(*flow)
 	f.mu.Lock()
+	if f.resuming && f.conn == nil {
+		f.resuming = false // mochi's resend went out as it was (never the case: every connection is a batchConn)
+	}
 	if f.resuming {
 		f.resuming = false
 		if n, size := f.conn.discardResent(false); n > 0 {
@@ -504,14 +509,14 @@ func appendClients(dst []*mqtt.Client, srv *mqtt.Server, ids []string, pub *mqtt
 
 // giveUp ends a wait for clients whose queues stayed full for
 // limits.delivery_wait: limits.when_queue_full applies to each of them,
-// logged once per change of state.
+// logged and counted (Stats.DeliveryWaitTimeout) once per change of state.
 func (h *policy) giveUp(cls []*mqtt.Client) {
-	h.b.deliveryTimeouts.Add(1)
 	for _, cl := range cls {
 		f := h.b.flow(cl)
 		if f == nil || !f.stalled.CompareAndSwap(false, true) {
-			continue
+			continue // another publisher gave up on it at the same time
 		}
+		h.b.deliveryTimeouts.Add(1)
 		if h.b.cfg.Limits.WhenQueueFull == QueueFullDisconnect {
 			h.b.slowDisconnects.Add(1)
 			h.b.log.Warn("disconnecting a subscriber that is not keeping up: its queue stayed full for limits.delivery_wait",
