@@ -257,7 +257,8 @@ func (c *windowClient) waitUntil(what string, cond func() bool) {
 			stacks = stacks[:runtime.Stack(stacks, true)]
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			c.t.Fatalf("timed out waiting for %s: %d messages, %d held (%v), violations %v; goroutines:\n%s", what, len(c.msgs), len(c.held), c.held, c.bad, stacks)
+			c.t.Fatalf("timed out waiting for %s: %d messages, %d held (%v), connection closed %v (reason 0x%x), violations %v; goroutines:\n%s",
+				what, len(c.msgs), len(c.held), c.held, c.closed, c.reason, c.bad, stacks)
 		}
 	}
 }
@@ -469,7 +470,10 @@ func testStuckSubscriber(t *testing.T, policy string) {
 	cfg := anonCfg()
 	cfg.Limits.MaxInflight, cfg.Limits.MaxQueuedMessages = 16, 64
 	cfg.Limits.WhenQueueFull = policy
-	wait := 500 * time.Millisecond
+	// Generous for the healthy subscribers, which must take 4 messages
+	// (max_queued_messages/16) within it whenever their queue is full, also
+	// under -race on a busy machine.
+	wait := 2 * time.Second
 	cfg.Limits.DeliveryWait = &wait
 	r := start(t, cfg, t.TempDir(), nil)
 	addr := r.addr(0)
