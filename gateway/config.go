@@ -29,7 +29,13 @@ type Config struct {
 	// Bridge is nil when the file has no `bridge:` section: the gateway then
 	// runs as a local broker with devices and stores nothing.
 	Bridge *bridge.Config `yaml:"bridge"`
+
+	warnings []Problem
 }
+
+// Warnings are the settings of a loaded file that are valid but almost
+// certainly wrong (see lint); `check` prints them and `run` logs them.
+func (c *Config) Warnings() []Problem { return c.warnings }
 
 // GatewayConfig is the `gateway:` section.
 type GatewayConfig struct {
@@ -243,11 +249,18 @@ func Parse(name string, data []byte, drivers map[string]devices.Driver) (*Config
 			continue
 		}
 		p.Line = pos.line(p.Path)
+		bad[p.Path] = true
 		probs = append(probs, p)
+	}
+	for _, p := range fileProblems(pos) {
+		if !bad[p.Path] {
+			probs = append(probs, p)
+		}
 	}
 	if len(probs) > 0 {
 		sortProblems(probs)
 		return nil, &ConfigError{File: name, Problems: probs}
 	}
+	cfg.warnings = lint(&cfg, pos)
 	return &cfg, nil
 }

@@ -134,7 +134,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if code != exitOK {
 		return code
 	}
-	fmt.Fprintf(stdout, "%s: ok\n%s", path, gateway.Summary(cfg))
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	fmt.Fprint(stdout, gateway.Summary(cfg))
 	return exitOK
 }
 
@@ -164,6 +168,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitConfig
 	}
 	log := gateway.NewLogger(cfg.Gateway.Log, stderr)
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: " + w.String())
+	}
 	gw, err := gateway.New(cfg, gateway.Drivers(log), log)
 	if err != nil {
 		log.Error("start failed", "err", err)
