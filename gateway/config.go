@@ -73,7 +73,8 @@ type LogConfig struct {
 }
 
 // HTTPConfig is the ops endpoint: /healthz, /readyz, /metrics. Address
-// defaults to 127.0.0.1:9100; "off" disables it.
+// defaults to 127.0.0.1:9180 (not 9100: that is node_exporter's port);
+// "off" disables it.
 type HTTPConfig struct {
 	Address string `yaml:"address"`
 }
@@ -101,7 +102,7 @@ func (c *Config) Defaults() {
 		g.Log.Format = "text"
 	}
 	if g.HTTP.Address == "" {
-		g.HTTP.Address = "127.0.0.1:9100"
+		g.HTTP.Address = "127.0.0.1:9180"
 	}
 	if g.ShutdownTimeout == 0 {
 		g.ShutdownTimeout = 10 * time.Second

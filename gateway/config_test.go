@@ -29,7 +29,7 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatal(ce)
 	}
 	g := cfg.Gateway
-	if g.DataDir != "/var/lib/fieldgate" || g.HTTP.Address != "127.0.0.1:9100" || g.Log.Level != "info" || g.Log.Format != "text" || g.ShutdownTimeout != 10*time.Second {
+	if g.DataDir != "/var/lib/fieldgate" || g.HTTP.Address != "127.0.0.1:9180" || g.Log.Level != "info" || g.Log.Format != "text" || g.ShutdownTimeout != 10*time.Second {
 		t.Errorf("defaults not applied: %+v", g)
 	}
 	if cfg.Bridge != nil {

@@ -22,7 +22,7 @@ func TestDemoFirstRun(t *testing.T) {
 	upPort := freePort(t)
 	body := strings.NewReplacer(
 		"127.0.0.1:1883", "127.0.0.1:{{mqtt}}",
-		"127.0.0.1:9100", "127.0.0.1:{{http}}",
+		"127.0.0.1:9180", "127.0.0.1:{{http}}",
 		"127.0.0.1:1884", fmt.Sprintf("127.0.0.1:%d", upPort),
 		"./data", "{{data}}",
 	).Replace(string(raw))
