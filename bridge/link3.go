@@ -79,6 +79,9 @@ func connect3(ctx context.Context, conn net.Conn, p connectParams, timeout time.
 	if err := tok.Error(); err != nil {
 		_ = conn.Close()
 		_ = wb.Close()
+		if r := refusal3(err, p.clientID); r != nil {
+			return nil, r
+		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	return l, nil

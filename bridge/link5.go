@@ -197,7 +197,13 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 			return true, nil
 		}},
 		OnClientError:      p.onError,
-		OnServerDisconnect: func(d *paho.Disconnect) { p.onError(fmt.Errorf("server sent DISCONNECT reason %#x", d.ReasonCode)) },
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			r := &RefusedError{Packet: "DISCONNECT", Code: d.ReasonCode, ClientID: p.clientID}
+			if d.Properties != nil {
+				r.Reason = d.Properties.ReasonString
+			}
+			p.onError(r)
+		},
 	}
 	c := paho.NewClient(cfg)
 	cp := &paho.Connect{
@@ -219,8 +225,12 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 	ca, err := c.Connect(ctx, cp)
 	if err != nil {
 		_ = wb.Close()
-		if ca != nil {
-			return nil, fmt.Errorf("connect: CONNACK reason %#x%s: %w", ca.ReasonCode, reasonString(ca), err)
+		if ca != nil && ca.ReasonCode >= 0x80 {
+			r := &RefusedError{Packet: "CONNACK", Code: ca.ReasonCode, ClientID: p.clientID}
+			if ca.Properties != nil {
+				r.Reason = ca.Properties.ReasonString
+			}
+			return nil, r
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -235,13 +245,6 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 		l.retainOK = pr.RetainAvailable
 	}
 	return l, nil
-}
-
-func reasonString(ca *paho.Connack) string {
-	if ca.Properties != nil && ca.Properties.ReasonString != "" {
-		return " " + ca.Properties.ReasonString
-	}
-	return ""
 }
 
 // publish sends m without paho's Client.Publish, which creates a context

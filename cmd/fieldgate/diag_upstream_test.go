@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bridgeTo is an anonHeader config bridged to an upstream on port.
+func bridgeTo(port int, protocol, upstreamExtra string) string {
+	return anonHeader + fmt.Sprintf("bridge:\n  upstream:\n    url: mqtt://127.0.0.1:%d\n    protocol: %q\n    backoff: {min: 200ms, max: 1s}\n%s  forward: [{filter: 'myhome/#'}]\n", port, protocol, upstreamExtra)
+}
+
+// An upstream that refuses the login is logged with the reason code, its
+// name and what to check, and the delay before the next attempt — not as
+// "unreachable".
+func TestUpstreamRefusedLogin(t *testing.T) {
+	need(t, "mosquitto_passwd")
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run("mqtt"+protocol, func(t *testing.T) {
+			dir := t.TempDir()
+			// mosquitto started as root reads its password file as user
+			// mosquitto: it must not be under the test's private directory.
+			pwDir, err := os.MkdirTemp("", "fieldgate-upstream-pw")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(pwDir) })
+			if err := os.Chmod(pwDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			pw := filepath.Join(pwDir, "mosquitto.passwd")
+			if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pw, "gw1", "right").CombinedOutput(); err != nil {
+				t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+			}
+			if err := os.Chmod(pw, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			up := startMosquitto(t, 0, "allow_anonymous false", "password_file "+pw)
+			secret := filepath.Join(dir, "upstream.pass")
+			if err := os.WriteFile(secret, []byte("wrong\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			g := startGW(t, dir, bridgeTo(up.port, protocol, "    username: gw1\n    password_file: "+secret+"\n"))
+			want := []string{"upstream refused the login (0x8", "check bridge.upstream.username / password_file", "retry_in="}
+			eventually(t, 15*time.Second, "the refusal in the log", func() bool {
+				log := g.log.String()
+				for _, w := range want {
+					if !strings.Contains(log, w) {
+						return false
+					}
+				}
+				return true
+			})
+			if strings.Contains(g.log.String(), "unreachable") {
+				t.Errorf("a refusal is logged as unreachable:\n%s", g.log.String())
+			}
+		})
+	}
+}
+
+// Two gateways with the same gateway.id take over each other's upstream
+// session: the log says so and asks whether gateway.id is unique. An
+// upstream may say so with DISCONNECT 0x8E (MQTT 5); mosquitto 2.0 just
+// closes the connection, right after CONNACK, again and again.
+func TestUpstreamSessionTakenOver(t *testing.T) {
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run("mqtt"+protocol, func(t *testing.T) {
+			up := startMosquitto(t, 0)
+			cfg := bridgeTo(up.port, protocol, "")
+			a := startGW(t, t.TempDir(), cfg)
+			b := startGW(t, t.TempDir(), cfg)
+			said := func(g *gw) bool {
+				log := strings.ReplaceAll(g.log.String(), `\"`, `"`)
+				return strings.Contains(log, `same client id "e2e"`) && strings.Contains(log, "is gateway.id unique")
+			}
+			eventually(t, 30*time.Second, "a take-over in either log", func() bool { return said(a) || said(b) })
+		})
+	}
+}
+
+// A gateway.id left to a host name that images share is warned about, by
+// check and at start.
+func TestSharedHostNameWarning(t *testing.T) {
+	need(t, "unshare")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fieldgate.yaml")
+	if err := os.WriteFile(path, []byte("gateway: {data_dir: "+dir+"}\nbroker: {auth: {anonymous: true}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("unshare", "--uts", "sh", "-c", `hostname raspberrypi && exec "$0" check --config "$1"`, binPath, path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	want := `warning: gateway.id (line 1): not set, so it is the host name "raspberrypi", which many installed images share`
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("missing %q in:\n%s", want, out)
+	}
+}
