@@ -196,7 +196,7 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 			p.onMessage(fromPaho5(pr.Packet))
 			return true, nil
 		}},
-		OnClientError:      p.onError,
+		OnClientError: p.onError,
 		OnServerDisconnect: func(d *paho.Disconnect) {
 			r := &RefusedError{Packet: "DISCONNECT", Code: d.ReasonCode, ClientID: p.clientID}
 			if d.Properties != nil {
