@@ -77,7 +77,7 @@ func (r *devRunner) start(set *devices.Set) {
 		defer close(done)
 		if err := set.Run(ctx); err != nil && ctx.Err() == nil {
 			select {
-			case r.failed <- fmt.Errorf("devices: %w", err):
+			case r.failed <- prefixed("devices", err):
 			default: // already stopping for another failure
 			}
 		}
@@ -149,7 +149,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		Ingress: func(m *broker.Message) (broker.Stored, error) { return g.ingress(br, m) },
 	})
 	if err != nil {
-		return fmt.Errorf("broker: %w", err)
+		return prefixed("broker", err)
 	}
 	if cfg.Bridge != nil {
 		br, err = bridge.New(*cfg.Bridge, bridge.Options{
@@ -160,7 +160,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			DataDir: filepath.Join(dataDir, "bridge"),
 		})
 		if err != nil {
-			return fmt.Errorf("bridge: %w", err)
+			return prefixed("bridge", err)
 		}
 	}
 	g.clock.check(g.log)
@@ -206,7 +206,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			defer close(done)
 			if err := run(ctx); err != nil && ctx.Err() == nil {
 				select {
-				case failed <- fmt.Errorf("%s: %w", name, err):
+				case failed <- prefixed(name, err):
 				default: // already stopping for another failure
 				}
 			}
@@ -307,7 +307,7 @@ func (g *Gateway) newDevices(cfg *Config, b *broker.Broker) (*devices.Set, error
 		ClockSynced: synced,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w", err)
+		return nil, prefixed("devices", err)
 	}
 	return set, nil
 }

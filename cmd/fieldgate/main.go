@@ -5,7 +5,7 @@
 //
 //	fieldgate run     [--config FILE]   run the gateway
 //	fieldgate check   [--config FILE]   validate the configuration
-//	fieldgate passwd                    read a password on stdin, print its bcrypt hash
+//	fieldgate passwd                    prompt for a password (or read it on stdin), print its bcrypt hash
 //	fieldgate probe   [flags]           read raw Modbus registers, show every decoding
 //	fieldgate doctor  [--config FILE]   check what breaks field installs
 //	fieldgate version                   print the version
@@ -28,6 +28,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"golang.org/x/term"
 
 	"github.com/fieldgate/fieldgate/gateway"
 )
@@ -81,7 +83,7 @@ func usage(w io.Writer) {
 commands:
   run     [--config FILE]  run the gateway (default config `+gateway.DefaultConfigPath+`)
   check   [--config FILE]  validate the configuration: every problem with its path and line
-  passwd                   read a password on stdin, print a bcrypt hash for password_hash
+  passwd                   prompt twice for a password (or read one line on stdin), print a bcrypt hash for password_hash
   probe   [flags]          read raw Modbus registers and show every type/order decoding
   doctor  [--config FILE]  check serial permissions, data dir, clock sync, upstream reachability and TLS
   version                  print the version
@@ -194,6 +196,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 	}()
 	if err := gw.Run(ctx); err != nil {
+		if hint := gateway.Hint(err); hint != "" {
+			log.Error("fieldgate failed", "err", err, "hint", hint)
+			return exitRuntime
+		}
 		log.Error("fieldgate failed", "err", err)
 		return exitRuntime
 	}
@@ -202,17 +208,25 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
-		fmt.Fprintln(stderr, "usage: fieldgate passwd < password-file   (reads one line from stdin)")
+		fmt.Fprintln(stderr, "usage: fieldgate passwd   (prompts on a terminal; otherwise reads one line from stdin)")
 		return exitUsage
 	}
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		fmt.Fprintln(stderr, "fieldgate passwd:", err)
-		return exitRuntime
+	var pw string
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		var code int
+		if pw, code = promptPassword(int(f.Fd()), stderr); code != exitOK {
+			return code
+		}
+	} else {
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			fmt.Fprintln(stderr, "fieldgate passwd:", err)
+			return exitRuntime
+		}
+		pw = strings.TrimRight(line, "\r\n")
 	}
-	pw := strings.TrimRight(line, "\r\n")
 	if pw == "" {
-		fmt.Fprintln(stderr, "fieldgate passwd: empty password on stdin")
+		fmt.Fprintln(stderr, "fieldgate passwd: empty password")
 		return exitUsage
 	}
 	hash, err := gateway.HashPassword(pw)
@@ -222,4 +236,30 @@ func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, hash)
 	return exitOK
+}
+
+// promptPassword asks for the password twice on the terminal fd, without
+// echo.
+func promptPassword(fd int, stderr io.Writer) (string, int) {
+	read := func(prompt string) (string, error) {
+		fmt.Fprint(stderr, prompt)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(stderr)
+		return string(b), err
+	}
+	first, err := read("Password: ")
+	if err != nil {
+		fmt.Fprintln(stderr, "fieldgate passwd:", err)
+		return "", exitRuntime
+	}
+	again, err := read("Password again: ")
+	if err != nil {
+		fmt.Fprintln(stderr, "fieldgate passwd:", err)
+		return "", exitRuntime
+	}
+	if first != again {
+		fmt.Fprintln(stderr, "fieldgate passwd: the passwords do not match")
+		return "", exitUsage
+	}
+	return first, exitOK
 }
