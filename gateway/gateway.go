@@ -47,6 +47,7 @@ type Gateway struct {
 
 	reloadMu sync.Mutex // serialises reloads
 	clock    clockWatch
+	build    BuildInfo // set by SetBuild before Run
 
 	mu     sync.Mutex
 	ready  bool
@@ -144,6 +145,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 
 	b, err := broker.New(cfg.Broker, broker.Options{
+		Version: g.build.Version,
 		DataDir: dataDir,
 		Logger:  g.log,
 		Ingress: func(m *broker.Message) (broker.Stored, error) { return g.ingress(br, m) },

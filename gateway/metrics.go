@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	mUp              = desc("ready", "1 when listeners are bound and the store is open.")
+	mBuild           = desc("build_info", "Always 1; the labels identify the running binary.", "version", "commit", "date", "goversion")
 	mClients         = desc("broker_clients", "Network clients connected now.")
 	mClientsMax      = desc("broker_clients_maximum", "Most network clients connected at once.")
 	mSessions        = desc("broker_sessions", "Sessions known (connected and persistent).")
@@ -78,6 +80,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	g.mu.Lock()
 	ready, b, q, br, devs := g.ready, g.broker, g.queue, g.bridge, g.devs
 	g.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(mBuild, prometheus.GaugeValue, 1, g.build.Version, g.build.Commit, g.build.Date, runtime.Version())
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}

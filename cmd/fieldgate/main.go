@@ -42,8 +42,14 @@ const (
 	exitRuntime = 3
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
+// Set at build time with -ldflags "-X main.version=… -X main.commit=…
+// -X main.buildDate=…" (cmd/fieldgate-package does); a plain go build
+// falls back to what the Go toolchain recorded.
+var (
+	version   = ""
+	commit    = ""
+	buildDate = ""
+)
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -66,7 +72,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "doctor":
 		return cmdDoctor(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, "fieldgate", versionString())
+		fmt.Fprintln(stdout, "fieldgate", buildInfo())
 		return exitOK
 	case "help", "--help", "-h":
 		usage(stdout)
@@ -92,14 +98,34 @@ exit codes: 0 ok, 1 invalid configuration, 2 usage error, 3 runtime failure
 `)
 }
 
-func versionString() string {
-	if version != "" {
-		return version
+// buildInfo is this binary's version, commit and build date: the values
+// stamped with -ldflags, else the module version and VCS stamp the Go
+// toolchain recorded, else "dev" and "unknown".
+func buildInfo() gateway.BuildInfo {
+	b := gateway.BuildInfo{Version: version, Commit: commit, Date: buildDate}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if b.Version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			b.Version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision" && b.Commit == "":
+				b.Commit = s.Value
+			case s.Key == "vcs.time" && b.Date == "":
+				b.Date = s.Value
+			}
+		}
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	if b.Version == "" {
+		b.Version = "dev"
 	}
-	return "dev"
+	if b.Commit == "" {
+		b.Commit = "unknown"
+	}
+	if b.Date == "" {
+		b.Date = "unknown"
+	}
+	return b
 }
 
 func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
@@ -178,6 +204,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return exitRuntime
 	}
+	gw.SetBuild(buildInfo())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	reload := make(chan os.Signal, 1)
