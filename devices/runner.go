@@ -19,6 +19,7 @@ type runner struct {
 	points     []*pointState // by Point.Index
 	groups     []pollGroup   // points by poll interval, shortest first
 	availTopic string
+	root       string // the device's topic root: {point} and what follows cut off
 	writes     chan writeReq
 
 	mu     sync.Mutex // guards avail and the states in points
@@ -73,6 +74,12 @@ type pointState struct {
 type writeReq struct {
 	ps  *pointState
 	msg Message
+	// reject, when set, is the answer: the request names a point that
+	// does not exist (ps is nil; name and topic say what was asked) or
+	// cannot be written.
+	reject error
+	name   string
+	topic  string // the point's topic; the result goes to topic + "/set/result"
 }
 
 // run is the device goroutine.
@@ -173,7 +180,11 @@ func (r *runner) servePoll(ctx context.Context, pc PollConn, wasOnline *bool) er
 		case <-ctx.Done():
 			return nil
 		case w := <-r.writes:
-			v, err := r.write(ctx, pc, w.ps, w.msg.Payload)
+			var v any
+			err := w.reject
+			if err == nil {
+				v, err = r.write(ctx, pc, w.ps, w.msg.Payload)
+			}
 			r.reply(ctx, w, v, err)
 			continue
 		case <-timer.C:

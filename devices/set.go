@@ -110,6 +110,7 @@ func (s *Set) compile(dev *Device) (*runner, error) {
 	if !ok {
 		return nil, fmt.Errorf("topic %q has no {point} level", c.Topic)
 	}
+	r.root = root
 	r.availTopic = root + "/availability"
 	if err := checkTopic(r.availTopic); err != nil {
 		return nil, fmt.Errorf("availability topic: %w", err)
@@ -162,16 +163,21 @@ func (s *Set) Run(ctx context.Context) error {
 	}()
 	if s.opts.Subscriber != nil {
 		for _, r := range s.runners {
+			// Every point answers on /set/result, a read-only one with
+			// an error; so does a name under the device's topic root
+			// that is no point.
 			for _, ps := range r.points {
-				if !ps.p.Config.Writable {
-					continue
-				}
 				u, err := s.opts.Subscriber.Subscribe(ps.topic+"/set", func(m Message) { r.enqueueWrite(ps, m) })
 				if err != nil {
 					return fmt.Errorf("devices: subscribe %s/set: %w", ps.topic, err)
 				}
 				unsubs = append(unsubs, u)
 			}
+			u, err := s.opts.Subscriber.Subscribe(r.root+"/+/set", r.enqueueUnknown)
+			if err != nil {
+				return fmt.Errorf("devices: subscribe %s/+/set: %w", r.root, err)
+			}
+			unsubs = append(unsubs, u)
 		}
 	}
 	var wg sync.WaitGroup
