@@ -1,11 +1,11 @@
 package devices
 
 import (
-	"strings"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
