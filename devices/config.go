@@ -81,6 +81,10 @@ type ParseConfig struct {
 // PointConfig is one entry of a device's `points:` list.
 type PointConfig struct {
 	Name string `yaml:"name"` // {point} in topics
+	// Key is the field of a serial sensor's line (kv or json parsing)
+	// that carries this point, e.g. "T" in "T=21.5 H=40"; default: the
+	// point's name.
+	Key string `yaml:"key"`
 
 	// Modbus register map.
 	Table   string `yaml:"table"`   // holding | input | coil | discrete

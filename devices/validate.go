@@ -360,6 +360,9 @@ func (v *validator) driverKeys(at string, raw, c *DeviceConfig) {
 				not(pat+".bit", "bit", "modbus")
 			}
 		}
+		if p.Key != "" && (driver != "serial" || raw.Parse == nil || raw.Parse.Regex != "") {
+			v.add(pat+".key", "key is only valid for driver serial with parse: {kv: true} or {json: true} (a regex names its groups after the points)")
+		}
 		if driver != "sim" {
 			if p.Sim != "" {
 				not(pat+".sim", "sim", "sim")

@@ -55,7 +55,7 @@ func (e ExceptionError) Error() string {
 	if !ok {
 		name = "unknown exception"
 	}
-	return fmt.Sprintf("modbus exception %d (%s) on function %d", e.Code, name, e.Function)
+	return fmt.Sprintf("modbus exception %d (%s)", e.Code, name)
 }
 
 // Stats is a snapshot of the driver's counters (monotonic) and gauges.
