@@ -179,7 +179,7 @@ type connectParams struct {
 	keepAlive  uint16
 	cleanStart bool
 	expiry     uint32
-	willTopic  string
+	willTopic  string // "" for no will (Probe)
 	onMessage  func(m Message)
 	onError    func(error)
 }
@@ -212,10 +212,10 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 		CleanStart: p.cleanStart,
 		Username:   p.username,
 		Password:   p.password,
-		WillMessage: &paho.WillMessage{
-			Retain: true, QoS: 1, Topic: p.willTopic, Payload: []byte("offline"),
-		},
 		Properties: &paho.ConnectProperties{},
+	}
+	if p.willTopic != "" {
+		cp.WillMessage = &paho.WillMessage{Retain: true, QoS: 1, Topic: p.willTopic, Payload: []byte("offline")}
 	}
 	cp.UsernameFlag = p.username != ""
 	cp.PasswordFlag = len(p.password) > 0

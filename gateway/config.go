@@ -217,15 +217,29 @@ func joinPath(section, rel string) string {
 // Load reads, decodes, defaults and validates the configuration file. On
 // any problem it returns a *ConfigError listing all of them with their lines.
 func Load(path string, drivers map[string]devices.Driver) (*Config, error) {
+	return load(path, drivers, true)
+}
+
+// LoadForDoctor is Load without opening the *_file keys: doctor checks
+// them itself, for the service user, one line each.
+func LoadForDoctor(path string, drivers map[string]devices.Driver) (*Config, error) {
+	return load(path, drivers, false)
+}
+
+func load(path string, drivers map[string]devices.Driver, files bool) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data, drivers)
+	return parseConfig(path, data, drivers, files)
 }
 
 // Parse is Load for configuration text already read; name is used in errors.
 func Parse(name string, data []byte, drivers map[string]devices.Driver) (*Config, error) {
+	return parseConfig(name, data, drivers, true)
+}
+
+func parseConfig(name string, data []byte, drivers map[string]devices.Driver, files bool) (*Config, error) {
 	var cfg Config
 	pos, probs := decodeStrict(data, &cfg)
 	if pos == nil { // not YAML at all
@@ -253,9 +267,11 @@ func Parse(name string, data []byte, drivers map[string]devices.Driver) (*Config
 		bad[p.Path] = true
 		probs = append(probs, p)
 	}
-	for _, p := range fileProblems(pos) {
-		if !bad[p.Path] {
-			probs = append(probs, p)
+	if files {
+		for _, p := range fileProblems(pos) {
+			if !bad[p.Path] {
+				probs = append(probs, p)
+			}
 		}
 	}
 	if len(probs) > 0 {

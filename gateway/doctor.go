@@ -54,7 +54,12 @@ var doctorClockFloor = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 // wrong timestamps); and that the bridge upstream answers a TCP connection
 // and, for mqtts:// and wss://, completes a verified TLS handshake with the
 // configured CA and server name (warning when its certificate expires within
-// 30 days). It returns true when no check failed; warnings are allowed.
+// 30 days), then accepts an MQTT CONNECT with the configured credentials
+// (through bridge.Probe, with its own client id). It also reports whether
+// a running gateway holds the data directory (and its PID), whether every
+// *_file key is readable by the service user, and whether every Modbus TCP
+// endpoint accepts a connection. It returns true when no check failed;
+// warnings are allowed.
 //
 // cfg must have been loaded (defaulted and validated). Doctor touches the
 // network only to dial the upstream, bounded by its connect timeout and ctx.
@@ -97,12 +102,14 @@ type doctor struct {
 	synced  func() (bool, error)
 	roots   *x509.CertPool // nil: system roots (tests set a pool)
 	failed  bool
+	fails   int // checks failed so far
 	w       io.Writer
 }
 
 func (d *doctor) report(s checkStatus, check, format string, args ...any) {
 	if s == checkFail {
 		d.failed = true
+		d.fails++
 	}
 	fmt.Fprintf(d.w, "%-4s  %s: %s\n", s, check, fmt.Sprintf(format, args...))
 }
@@ -119,11 +126,18 @@ func (d *doctor) run(ctx context.Context, cfg *Config, w io.Writer) bool {
 		maxBytes = int64(cfg.Bridge.Buffer.MaxBytes)
 	}
 	d.dataDir(cfg.Gateway.DataDir, maxBytes)
+	d.dataDirLock(cfg.Gateway.DataDir)
+	d.secretFiles(cfg)
 	d.clock()
+	d.modbusTCP(ctx, cfg)
 	if cfg.Bridge == nil {
 		d.report(checkOK, "upstream", "no bridge section: nothing is forwarded")
 	} else {
+		before := d.fails
 		d.upstream(ctx, &cfg.Bridge.Upstream)
+		if d.fails == before { // reachable (and TLS verified): log in
+			d.upstreamMQTT(ctx, cfg)
+		}
 	}
 	return !d.failed
 }

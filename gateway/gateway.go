@@ -398,8 +398,9 @@ func lockDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder := lockHolder(f)
 		f.Close()
-		return nil, fmt.Errorf("data_dir %s is in use by another fieldgate process: %w", dir, err)
+		return nil, fmt.Errorf("data_dir %s is in use by another fieldgate process%s: %w", dir, holder, err)
 	}
 	return func() { f.Close() }, nil
 }

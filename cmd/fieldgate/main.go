@@ -91,7 +91,7 @@ commands:
   check   [--config FILE]  validate the configuration: every problem with its path and line
   passwd                   prompt twice for a password (or read one line on stdin), print a bcrypt hash for password_hash
   probe   [flags]          read raw Modbus registers and show every type/order decoding
-  doctor  [--config FILE]  check serial permissions, data dir, clock sync, upstream reachability and TLS
+  doctor  [--config FILE]  check serial ports, data dir and its lock, secret files, clock sync, Modbus TCP, upstream TLS and login
   version                  print the version
 
 exit codes: 0 ok, 1 invalid configuration, 2 usage error, 3 runtime failure
@@ -149,7 +149,11 @@ func loadConfig(name string, args []string, stderr io.Writer) (string, *gateway.
 	if !ok {
 		return "", nil, exitUsage
 	}
-	cfg, err := gateway.Load(path, gateway.Drivers(discardLogger()))
+	load := gateway.Load
+	if name == "doctor" {
+		load = gateway.LoadForDoctor // it checks the *_file keys itself, for the service user
+	}
+	cfg, err := load(path, gateway.Drivers(discardLogger()))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return "", nil, exitConfig
