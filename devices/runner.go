@@ -46,6 +46,7 @@ type deviceCounters struct {
 	writes        atomic.Uint64
 	writeErrors   atomic.Uint64
 	writesDropped atomic.Uint64
+	implausible   atomic.Uint64
 	reconnects    atomic.Uint64
 	lastSample    atomic.Int64
 }
@@ -69,6 +70,7 @@ type pointState struct {
 	lastPub time.Time // when it was published (Set.now clock)
 	lastRaw any       // last raw value read (for write conversion)
 	bad     bool      // the last read failed
+	outside bool      // the last reading was outside the valid range
 }
 
 type writeReq struct {
@@ -387,6 +389,7 @@ func (r *runner) process(ctx context.Context, readings []Reading, force bool) {
 			r.pointBad(ctx, ps, ts, err)
 			continue
 		}
+		r.checkPlausible(ps, eng, rd)
 		r.mu.Lock()
 		ps.lastRaw = rd.Value
 		publish := force || !ps.fresh || ps.bad || rd.Quality != ps.lastQ ||

@@ -198,6 +198,7 @@ type Stats struct {
 	Writes        uint64 // write requests received
 	WriteErrors   uint64 // write requests answered with ok:false
 	WritesDropped uint64 // write requests dropped because the device queue was full
+	Implausible   uint64 // readings outside their point's valid range
 	Reconnects    uint64 // device reopen attempts after a failure
 	Online        int    // devices online now
 	Devices       []DeviceStats
@@ -216,6 +217,7 @@ type DeviceStats struct {
 	Writes        uint64
 	WriteErrors   uint64
 	WritesDropped uint64
+	Implausible   uint64
 	Reconnects    uint64
 	LastSample    time.Time // sample time of the last published value; zero if none
 }
@@ -236,6 +238,7 @@ func (s *Set) Stats() Stats {
 			Writes:        r.stats.writes.Load(),
 			WriteErrors:   r.stats.writeErrors.Load(),
 			WritesDropped: r.stats.writesDropped.Load(),
+			Implausible:   r.stats.implausible.Load(),
 			Reconnects:    r.stats.reconnects.Load(),
 		}
 		if ns := r.stats.lastSample.Load(); ns != 0 {
@@ -249,6 +252,7 @@ func (s *Set) Stats() Stats {
 		st.Writes += d.Writes
 		st.WriteErrors += d.WriteErrors
 		st.WritesDropped += d.WritesDropped
+		st.Implausible += d.Implausible
 		st.Reconnects += d.Reconnects
 		if d.Online {
 			st.Online++

@@ -66,6 +66,7 @@ var (
 	mDevPublished  = desc("device_published_total", "Messages published for the device.", "device", "driver")
 	mDevWrites     = desc("device_writes_total", "Write requests received.", "device", "driver")
 	mDevWriteErrs  = desc("device_write_errors_total", "Write requests refused or failed.", "device", "driver")
+	mDevImplaus    = desc("device_implausible_readings_total", "Readings outside their point's valid range (published with quality bad).", "device", "driver")
 	mDevReconnects = desc("device_reconnects_total", "Reopen attempts after a failure.", "device", "driver")
 	mSerialLines   = desc("serial_lines_total", "Lines read from serial sensors, by result (parsed or the reason they were skipped).", "device", "result")
 	mDevLastSample = desc("device_last_sample_timestamp_seconds", "Sample time of the last published value.", "device", "driver")
@@ -158,6 +159,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			counter(mDevPublished, float64(d.Published), l...)
 			counter(mDevWrites, float64(d.Writes), l...)
 			counter(mDevWriteErrs, float64(d.WriteErrors), l...)
+			counter(mDevImplaus, float64(d.Implausible), l...)
 			counter(mDevReconnects, float64(d.Reconnects), l...)
 			if !d.LastSample.IsZero() {
 				gauge(mDevLastSample, float64(d.LastSample.UnixMilli())/1000, l...)

@@ -182,6 +182,24 @@ func TestCheckPlainErrors(t *testing.T) {
 			want: []string{"line 5: did not find expected ',' or '}' (a '{' or '[' that is not closed on this line)"},
 		},
 		{
+			name: "valid range without bounds",
+			cfg:  "devices:\n  - name: a\n    driver: sim\n    points:\n      - {name: x, sim: sine, min: 1, max: 2, valid: {}}\n",
+			code: exitConfig,
+			want: []string{"devices[0].points[0].valid (line 5): needs min, max or both, e.g. valid: {min: 0, max: 400}"},
+		},
+		{
+			name: "valid range upside down",
+			cfg:  "devices:\n  - name: a\n    driver: sim\n    points:\n      - {name: x, sim: sine, min: 1, max: 2, valid: {min: 400, max: 0}}\n",
+			code: exitConfig,
+			want: []string{"devices[0].points[0].valid.max (line 5): max (0) is below min (400)"},
+		},
+		{
+			name: "key on a modbus point",
+			cfg:  "devices:\n  - name: a\n    driver: modbus\n    transport: tcp\n    address: 127.0.0.1:502\n    points:\n      - {name: x, key: T, table: holding, address: 0, type: uint16}\n",
+			code: exitConfig,
+			want: []string{"devices[0].points[0].key (line 7): key is only valid for driver serial with parse: {kv: true} or {json: true}"},
+		},
+		{
 			name: "tab indentation",
 			cfg:  "gateway:\n  id: x\n\tdata_dir: /tmp\n",
 			code: exitConfig,
