@@ -264,6 +264,7 @@ func parseConfig(name string, data []byte, drivers map[string]devices.Driver, fi
 			continue
 		}
 		p.Line = pos.line(p.Path)
+		p.Msg = withHint(p.Msg)
 		bad[p.Path] = true
 		probs = append(probs, p)
 	}

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bytes"
+	"fmt"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -49,6 +51,8 @@ func plainType(msg string, line int, cur *positions) (path, plain string, ok boo
 		rule = "must be a duration, e.g. 2s, 500ms or 5m"
 		if _, err := strconv.ParseFloat(quoted, 64); err == nil {
 			rule = "needs a unit, e.g. " + quoted + "s, 500ms or 5m"
+		} else if n, err := strconv.Atoi(strings.TrimSuffix(quoted, "d")); err == nil && strings.HasSuffix(quoted, "d") {
+			rule = fmt.Sprintf("must be a duration in h, m, s or ms: there are no days, write %dh", 24*n)
 		}
 	case strings.HasPrefix(goType, "int") || strings.HasPrefix(goType, "uint") || strings.HasPrefix(goType, "float"):
 		rule = "must be a number"
@@ -108,4 +112,80 @@ var syntaxHints = map[string]string{
 	"found unexpected end of stream": "a quote or bracket opened here is never closed",
 	"could not find expected ':'":    "a key without ':', or a quote that is not closed",
 	"already defined":                "the same key twice in one mapping",
+}
+
+// problemHints add what to do to problems whose cause is a common slip.
+var problemHints = []struct{ cause, hint string }{
+	{"missing port in address", "write host:port, e.g. 0.0.0.0:1883"},
+	{"not a bcrypt hash", "password_hash takes the hash that `fieldgate passwd` prints, not the password itself"},
+}
+
+func withHint(msg string) string {
+	for _, h := range problemHints {
+		if strings.Contains(msg, h.cause) && !strings.Contains(msg, h.hint) {
+			return msg + " (" + h.hint + ")"
+		}
+	}
+	return msg
+}
+
+// configKeys maps the Go type names that yaml.v3 puts in its "field x not
+// found in type T" errors to the keys T accepts.
+func configKeys() map[string][]string {
+	out := map[string][]string{}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || out[t.String()] != nil {
+			return
+		}
+		keys := []string{}
+		out[t.String()] = keys
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || name == "" || name == "-" {
+				continue
+			}
+			keys = append(keys, name)
+			walk(f.Type)
+		}
+		out[t.String()] = keys
+	}
+	walk(reflect.TypeOf(Config{}))
+	return out
+}
+
+// didYouMean returns the key of typ closest to key (at most 2 edits, or
+// the same letters in another order), or "".
+func didYouMean(key, typ string) string {
+	best, bestD := "", 3
+	for _, k := range configKeys()[typ] {
+		if d := editDistance(key, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

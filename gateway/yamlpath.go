@@ -137,7 +137,7 @@ func (p *positions) line(path string) int {
 }
 
 var (
-	unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
+	unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type (\S+)$`)
 	lineMsg      = regexp.MustCompile(`^line (\d+): (.*)$`)
 )
 
@@ -196,7 +196,11 @@ func typeProblems(te *yaml.TypeError, cur, orig *positions) []Problem {
 		if m := unknownField.FindStringSubmatch(msg); m != nil {
 			line, _ := strconv.Atoi(m[1])
 			path := cur.byKey[lineKey{line, m[2]}]
-			probs = append(probs, Problem{Path: path, Line: orig.line(path), Msg: fmt.Sprintf("unknown key %q", m[2])})
+			msg := fmt.Sprintf("unknown key %q", m[2])
+			if k := didYouMean(m[2], m[3]); k != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", k)
+			}
+			probs = append(probs, Problem{Path: path, Line: orig.line(path), Msg: msg})
 			continue
 		}
 		if m := lineMsg.FindStringSubmatch(msg); m != nil {

@@ -200,6 +200,30 @@ func TestCheckPlainErrors(t *testing.T) {
 			want: []string{"devices[0].points[0].key (line 7): key is only valid for driver serial with parse: {kv: true} or {json: true}"},
 		},
 		{
+			name: "misspelt key",
+			cfg:  "devices:\n  - name: d\n    driver: sim\n    point: [{name: t, sim: toggle}]\n",
+			code: exitConfig,
+			want: []string{`devices[0].point (line 4): unknown key "point" (did you mean "points"?)`},
+		},
+		{
+			name: "duration in days",
+			cfg:  "bridge:\n  upstream: {url: \"mqtt://127.0.0.1:1883\"}\n  buffer: {max_age: 7d}\n",
+			code: exitConfig,
+			want: []string{`bridge.buffer.max_age (line 3): "7d" must be a duration in h, m, s or ms: there are no days, write 168h`},
+		},
+		{
+			name: "listener port without host",
+			cfg:  "broker:\n  listeners:\n    - {type: tcp, address: 1883}\n",
+			code: exitConfig,
+			want: []string{"broker.listeners[0].address (line 3): ", "(write host:port, e.g. 0.0.0.0:1883)"},
+		},
+		{
+			name: "password instead of its hash",
+			cfg:  "broker:\n  auth:\n    users: [{username: bob, password_hash: secret}]\n",
+			code: exitConfig,
+			want: []string{"broker.auth.users[0].password_hash (line 3): ", "takes the hash that `fieldgate passwd` prints, not the password itself"},
+		},
+		{
 			name: "tab indentation",
 			cfg:  "gateway:\n  id: x\n\tdata_dir: /tmp\n",
 			code: exitConfig,
