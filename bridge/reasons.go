@@ -1,8 +1,16 @@
 package bridge
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
 	"time"
 
 	mqttpackets "github.com/eclipse/paho.mqtt.golang/packets"
@@ -180,6 +188,10 @@ func (b *Bridge) logConnectFailure(err error, retry time.Duration) {
 		b.log.Warn(msg, "url", b.ep.url.Redacted(), "client_id", b.clientID, "retry_in", retry.Round(time.Millisecond))
 		return
 	}
+	if hint := ConnectHint(err); hint != "" {
+		b.log.Warn(msg, "url", b.ep.url.Redacted(), "err", err, "hint", hint, "retry_in", retry.Round(time.Millisecond))
+		return
+	}
 	b.log.Warn(msg, "url", b.ep.url.Redacted(), "err", err, "retry_in", retry.Round(time.Millisecond))
 }
 
@@ -221,4 +233,36 @@ func (b *Bridge) logLost(err error, retry time.Duration) {
 	default:
 		b.log.Warn("upstream connection lost", "err", err, "retry_in", retry)
 	}
+}
+
+// ConnectHint says what to check when the upstream cannot be reached or
+// its TLS handshake fails, or "" when there is nothing to add.
+func ConnectHint(err error) string {
+	var (
+		dns      *net.DNSError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		record   tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &dns):
+		return "the host name in bridge.upstream.url does not resolve: check its spelling and the DNS of this machine"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "nothing listens on that host and port: check the port in bridge.upstream.url (1883 mqtt, 8883 mqtts)"
+	case errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH):
+		return "no route to the upstream: check this machine's network"
+	case errors.As(err, &unknown):
+		return "the upstream's certificate is signed by a CA this machine does not trust: set bridge.upstream.tls.ca_file"
+	case errors.As(err, &hostname):
+		return "the upstream's certificate is for another name: check the host in bridge.upstream.url or set bridge.upstream.tls.server_name"
+	case errors.As(err, &invalid) && (invalid.Reason == x509.Expired):
+		return "the certificate is expired or not yet valid: check this machine's clock (a Pi has no RTC) or renew the certificate"
+	case errors.As(err, &record),
+		strings.Contains(err.Error(), "handshake") && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
+		return "the upstream does not speak TLS on that port: use mqtt:// or the broker's TLS port"
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
+		return "no answer within bridge.upstream.connect_timeout: a firewall, or the wrong host or port"
+	}
+	return ""
 }

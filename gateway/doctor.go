@@ -407,6 +407,13 @@ func ClockSynchronized() (bool, error) {
 	return tx.Status&unix.STA_UNSYNC == 0, nil
 }
 
+func hintSuffix(h string) string {
+	if h == "" {
+		return ""
+	}
+	return ": " + h
+}
+
 // doctorUpstreamAddr returns host:port of the upstream URL and whether the
 // connection uses TLS.
 func doctorUpstreamAddr(raw string) (hostport, host string, useTLS bool, err error) {
@@ -458,7 +465,7 @@ func (d *doctor) upstream(ctx context.Context, up *bridge.UpstreamConfig) {
 	var dialer net.Dialer
 	conn, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		d.report(checkFail, "upstream", "%s: %v", addr, err)
+		d.report(checkFail, "upstream", "%s: %v%s", addr, err, hintSuffix(bridge.ConnectHint(err)))
 		return
 	}
 	defer conn.Close()
@@ -501,7 +508,7 @@ func (d *doctor) upstreamTLS(ctx context.Context, conn net.Conn, host string, tc
 	}
 	tconn := tls.Client(conn, conf)
 	if err := tconn.HandshakeContext(ctx); err != nil {
-		d.report(checkFail, check, "handshake with %s: %v", conf.ServerName, err)
+		d.report(checkFail, check, "handshake with %s: %v%s", conf.ServerName, err, hintSuffix(bridge.ConnectHint(fmt.Errorf("tls handshake: %w", err))))
 		return
 	}
 	certs := tconn.ConnectionState().PeerCertificates

@@ -101,3 +101,31 @@ func TestSharedHostNameWarning(t *testing.T) {
 		t.Fatalf("missing %q in:\n%s", want, out)
 	}
 }
+
+// An upstream that cannot be reached says why and what to check, in run's
+// log and in doctor.
+func TestUpstreamUnreachableHints(t *testing.T) {
+	up := startMosquitto(t, 0) // plain MQTT, no TLS
+	closed := freePort(t)
+	for _, c := range []struct {
+		name, url, want string
+	}{
+		{"nothing listens", fmt.Sprintf("mqtt://127.0.0.1:%d", closed), "nothing listens on that host and port: check the port in bridge.upstream.url"},
+		{"tls to a plain port", fmt.Sprintf("mqtts://127.0.0.1:%d", up.port), "the upstream does not speak TLS on that port: use mqtt:// or the broker's TLS port"},
+		{"unknown host", "mqtt://no-such-host.invalid:1883", "the host name in bridge.upstream.url does not resolve"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := anonHeader + "bridge:\n  upstream:\n    url: " + c.url + "\n  forward: [{filter: '#'}]\n"
+			path := writeConfig(t, dir, cfg, freePort(t), freePort(t))
+			out, _, code := runBin(t, "", "doctor", "--config", path)
+			if code != exitRuntime || !strings.Contains(out, c.want) {
+				t.Errorf("doctor: exit %d, want %d and %q in:\n%s", code, exitRuntime, c.want, out)
+			}
+			g := startGW(t, dir, cfg)
+			eventually(t, 15*time.Second, "the hint in the log", func() bool {
+				return strings.Contains(g.log.String(), c.want)
+			})
+		})
+	}
+}
