@@ -208,7 +208,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return exitRuntime
 	}
-	gw.SetBuild(buildInfo())
+	build := buildInfo()
+	gw.SetBuild(build)
+	gw.SetVersion(build.Version)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	reload := make(chan os.Signal, 1)
