@@ -369,6 +369,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 			b.logConnectFailure(err, d)
 		} else {
 			attempt = 0
+			b.disc.Store(nil)
 			b.watch.connected()
 			err = b.serve(ctx, l)
 			if ctx.Err() != nil {

@@ -266,18 +266,19 @@ func parseConfig(name string, data []byte, drivers map[string]devices.Driver, fi
 	if keepForever {
 		cfg.Bridge.Buffer.MaxAge = 0
 	}
+	reported := map[string]bool{} // paths validation found a problem with
 	for _, p := range cfg.Validate(drivers) {
 		if bad[p.Path] {
 			continue
 		}
 		p.Line = pos.line(p.Path)
 		p.Msg = withHint(p.Msg)
-		bad[p.Path] = true
+		reported[p.Path] = true
 		probs = append(probs, p)
 	}
 	if files {
 		for _, p := range fileProblems(pos) {
-			if !bad[p.Path] {
+			if !bad[p.Path] && !reported[p.Path] {
 				probs = append(probs, p)
 			}
 		}
