@@ -11,6 +11,9 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/fieldgate/fieldgate/bridge"
+	"github.com/fieldgate/fieldgate/devices"
 )
 
 // sharedHostNames are host names that images ship with: many gateways
@@ -99,6 +102,11 @@ func lint(cfg *Config, pos *positions) []Problem {
 			add(at+".port", "%s is numbered in plug order: after a reboot or replug it can be another adapter (use /dev/serial/by-id/..., or usb: {vid, pid, serial})", d.Port)
 		}
 		for j, p := range d.Points {
+			if d.Driver == "modbus" && p.Address != nil {
+				if base, ok := registerNumberBase(p.Table, *p.Address); ok {
+					add(fmt.Sprintf("%s.points[%d].address", at, j), "%d looks like a Modbus register number (%dxxxx); fieldgate takes the 0-based address, so it is probably address: %d (table: %s)", *p.Address, base/10000, *p.Address-base-1, p.Table)
+				}
+			}
 			if p.Deadband == 0 && p.DeadbandPercent == 0 {
 				continue
 			}
@@ -108,6 +116,13 @@ func lint(cfg *Config, pos *positions) []Problem {
 		}
 	}
 
+	if b := cfg.Bridge; b != nil && len(b.Forward) > 0 {
+		for i, d := range cfg.Devices {
+			if topic, ok := unforwarded(cfg.Gateway.ID, d, b.Forward); ok {
+				add(fmt.Sprintf("devices[%d].topic", i), "no bridge.forward filter matches this device's topics (e.g. %s): its readings stay on this gateway", topic)
+			}
+		}
+	}
 	if b := cfg.Bridge; b != nil {
 		t := b.Upstream.TLS
 		if u, err := url.Parse(b.Upstream.URL); err == nil && (u.Scheme == "mqtt" || u.Scheme == "ws") &&
@@ -123,4 +138,72 @@ func lint(cfg *Config, pos *positions) []Problem {
 	}
 	sort.SliceStable(warns, func(i, j int) bool { return warns[i].Line < warns[j].Line })
 	return warns
+}
+
+// registerNumberBase reports whether address is written the way register
+// maps number registers (40001 = first holding register, 30001 = first
+// input register) and returns that base (40000 or 30000).
+func registerNumberBase(table string, address int) (int, bool) {
+	switch {
+	case table == "holding" && address >= 40001 && address <= 49999:
+		return 40000, true
+	case table == "input" && address >= 30001 && address <= 39999:
+		return 30000, true
+	}
+	return 0, false
+}
+
+// unforwarded returns a topic of device d and true when no forward
+// route's filter matches any of its points' topics.
+func unforwarded(gateway string, d devices.DeviceConfig, routes []bridge.ForwardRoute) (string, bool) {
+	first := ""
+	for _, p := range d.Points {
+		topic := expandTopic(p.Topic, gateway, d, p.Name)
+		if first == "" {
+			first = topic
+		}
+		for _, r := range routes {
+			if filterMatches(r.Filter, topic) {
+				return "", false
+			}
+		}
+	}
+	return first, first != ""
+}
+
+var templateVar = regexp.MustCompile(`\{([A-Za-z0-9_]+)\}`)
+
+func expandTopic(tmpl, gateway string, d devices.DeviceConfig, point string) string {
+	return templateVar.ReplaceAllStringFunc(tmpl, func(m string) string {
+		switch name := m[1 : len(m)-1]; name {
+		case "gateway":
+			return gateway
+		case "device":
+			return d.Name
+		case "point":
+			return point
+		default:
+			return d.Vars[name]
+		}
+	})
+}
+
+// filterMatches is MQTT topic filter matching ('+' one level, '#' the
+// rest, '$' topics only by filters that name them).
+func filterMatches(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && !strings.HasPrefix(filter, "$") {
+		return false
+	}
+	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, part := range f {
+		switch {
+		case part == "#":
+			return true
+		case i >= len(t):
+			return false
+		case part != "+" && part != t[i]:
+			return false
+		}
+	}
+	return len(f) == len(t)
 }

@@ -122,6 +122,16 @@ func TestCheckWarnings(t *testing.T) {
 			want: []string{`warning: bridge.buffer.max_bytes (line 6): "32 Mb" is read as bytes (32 MB)`, "write MB or MiB"},
 		},
 		{
+			name: "register number instead of address",
+			cfg:  head + "broker: {auth: {anonymous: true}}\ndevices:\n  - name: meter\n    driver: modbus\n    transport: tcp\n    address: 127.0.0.1:502\n    points:\n      - {name: v, table: holding, address: 40001, type: uint16}\n",
+			want: []string{"warning: devices[0].points[0].address (line 9): 40001 looks like a Modbus register number (4xxxx); fieldgate takes the 0-based address, so it is probably address: 0 (table: holding)"},
+		},
+		{
+			name: "device topics no forward route carries",
+			cfg:  head + "broker: {auth: {anonymous: true}}\ndevices:\n  - name: boiler\n    driver: sim\n    topic: 'home/{device}/{point}'\n    points: [{name: t, sim: toggle}]\nbridge:\n  upstream: {url: 'mqtt://127.0.0.1:1883'}\n  forward: [{filter: 'myhome/#'}]\n",
+			want: []string{"warning: devices[0].topic (line 6): no bridge.forward filter matches this device's topics (e.g. home/boiler/t): its readings stay on this gateway"},
+		},
+		{
 			name: "gateway id left to a shared host name is not warned when set",
 			cfg:  "gateway: {id: raspberrypi, data_dir: {{dir}}/data}\nbroker: {auth: {anonymous: true}}\n" + sim,
 			want: []string{": ok\n"},
