@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -356,7 +357,11 @@ func (r *runner) setOffline(ctx context.Context, cause error) {
 		return
 	}
 	r.stats.online.Store(false)
-	r.log.Warn("device offline", "error", cause)
+	if hint := PortHint(cause); hint != "" && !strings.Contains(cause.Error(), hint) {
+		r.log.Warn("device offline", "error", cause, "hint", hint)
+	} else {
+		r.log.Warn("device offline", "error", cause)
+	}
 	r.publish(ctx, Message{Topic: r.availTopic, Payload: []byte("offline"), QoS: 1, Retain: true})
 }
 

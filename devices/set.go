@@ -138,9 +138,8 @@ func (s *Set) compile(dev *Device) (*runner, error) {
 	for _, every := range slices.Sorted(maps.Keys(polls)) {
 		r.groups = append(r.groups, pollGroup{every: every, points: polls[every]})
 	}
-	if dev.Config.Port != "" && UnstablePortName(dev.Config.Port) {
-		r.log.Warn("port name depends on plug order; use /dev/serial/by-id/... or usb: {vid, pid, serial}", "port", dev.Config.Port)
-	}
+	// A port named by plug order (/dev/ttyUSBn) is a configuration
+	// warning: the gateway logs it once at start and at reload.
 	return r, nil
 }
 

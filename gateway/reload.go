@@ -31,6 +31,9 @@ func (g *Gateway) Reload(path string) error {
 	}
 
 	changes, restart := reloadChanges(cur, next)
+	for _, w := range next.Warnings() {
+		g.log.Warn("config: " + w.String())
+	}
 
 	// Build everything that can fail before changing anything.
 	var set *devices.Set

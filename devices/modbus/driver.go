@@ -141,10 +141,6 @@ func (d *Driver) Open(dev *devices.Device) (devices.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", dev.Name(), err)
 	}
-	if settings.transport == "rtu" && dev.Config.USB == nil && devices.UnstablePortName(dev.Config.Port) {
-		d.log.Warn("serial port name depends on plug order; use /dev/serial/by-id/... or usb: {vid, pid, serial}",
-			"device", dev.Name(), "port", dev.Config.Port)
-	}
 	b, err := d.acquire(settings)
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", dev.Name(), err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	mb "github.com/goburrow/modbus"
+
+	"github.com/fieldgate/fieldgate/devices"
 )
 
 // functionNames name the function codes the driver sends.
@@ -66,6 +68,8 @@ func (c *Conn) hint(err error) string {
 			return "; check the wiring (A/B), baud, parity and stop bits, and that unit matches the device's address"
 		}
 		return "; check address and unit: a Modbus TCP gateway stays silent for a unit it does not know"
+	case devices.PortHint(err) != "":
+		return "; " + devices.PortHint(err)
 	case errors.As(err, &fe):
 		if rtu {
 			return "; garbled answer (CRC or framing): check baud, parity, stop bits, termination, and that no other master shares the bus"
