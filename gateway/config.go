@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"regexp"
@@ -235,7 +236,12 @@ func LoadForDoctor(path string, drivers map[string]devices.Driver) (*Config, err
 
 func load(path string, drivers map[string]devices.Driver, files bool) (*Config, error) {
 	data, err := os.ReadFile(path)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return nil, fmt.Errorf("read config: %w (the gateway runs as user %s under systemd: chgrp %s %s && chmod 0640 %s)", err, ServiceUser, ServiceUser, path, path)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("read config: %w (give the file with --config; the packaged one is %s)", err, DefaultConfigPath)
+	case err != nil:
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return parseConfig(path, data, drivers, files)

@@ -121,29 +121,7 @@ func TestDoctorSecretFiles(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run doctor as another user")
 	}
-	// A copy of the binary and a config that user nobody can reach.
-	pub, err := os.MkdirTemp("", "fieldgate-doctor-secret")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(pub) })
-	if err := os.Chmod(pub, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(pub, "fieldgate")
-	src, err := os.Open(binPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	src.Close()
-	dst.Close()
+	pub, bin := publicBinary(t)
 	secret := filepath.Join(pub, "upstream.pass")
 	if err := os.WriteFile(secret, []byte("pw\n"), 0o600); err != nil { // root's only
 		t.Fatal(err)
@@ -168,5 +146,56 @@ func TestDoctorSecretFiles(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
+	}
+}
+
+// publicBinary copies the binary into a fresh directory that every user
+// can enter (the test binary's own directory is private) and returns both.
+func publicBinary(t *testing.T) (dir, bin string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fieldgate-public")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, "fieldgate")
+	src, err := os.Open(binPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin
+}
+
+// A config file the service user cannot read: check says so and how to fix
+// it.
+func TestCheckUnreadableConfig(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run check as another user")
+	}
+	dir, bin := publicBinary(t)
+	path := filepath.Join(dir, "fieldgate.yaml")
+	if err := os.WriteFile(path, []byte("gateway: {id: x}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "check", "--config", path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, _ := cmd.CombinedOutput()
+	want := "read config: open " + path + ": permission denied (the gateway runs as user fieldgate under systemd: chgrp fieldgate " + path + " && chmod 0640 " + path + ")"
+	if cmd.ProcessState.ExitCode() != exitConfig || !strings.Contains(string(out), want) {
+		t.Errorf("exit %d, want %d and %q in:\n%s", cmd.ProcessState.ExitCode(), exitConfig, want, out)
 	}
 }
