@@ -261,6 +261,8 @@ func ConnectHint(err error) string {
 	case errors.As(err, &record),
 		strings.Contains(err.Error(), "handshake") && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
 		return "the upstream does not speak TLS on that port: use mqtt:// or the broker's TLS port"
+	case strings.HasPrefix(err.Error(), "connect: ") && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
+		return "the upstream closed the connection instead of answering the MQTT CONNECT: a TLS port needs mqtts://; otherwise see the upstream's log"
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
 		return "no answer within bridge.upstream.connect_timeout: a firewall, or the wrong host or port"
 	}

@@ -35,7 +35,7 @@ func (d *doctor) upstreamMQTT(ctx context.Context, cfg *Config) {
 		user = "(none)"
 	}
 	if err != nil {
-		d.report(checkFail, check, "%v (username %s, client id %s)", err, user, id)
+		d.report(checkFail, check, "%v (username %s, client id %s)%s", err, user, id, hintSuffix(bridge.ConnectHint(err)))
 		return
 	}
 	d.report(checkOK, check, "MQTT %s CONNECT accepted as username %s (client id %s, %v)", up.Protocol, user, id, time.Since(start).Round(time.Millisecond))

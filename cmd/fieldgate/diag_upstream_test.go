@@ -1,7 +1,15 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,6 +114,8 @@ func TestSharedHostNameWarning(t *testing.T) {
 // log and in doctor.
 func TestUpstreamUnreachableHints(t *testing.T) {
 	up := startMosquitto(t, 0) // plain MQTT, no TLS
+	cert, key := selfSigned(t)
+	tlsUp := startMosquitto(t, 0, "certfile "+cert, "keyfile "+key)
 	closed := freePort(t)
 	for _, c := range []struct {
 		name, url, want string
@@ -113,6 +123,7 @@ func TestUpstreamUnreachableHints(t *testing.T) {
 		{"nothing listens", fmt.Sprintf("mqtt://127.0.0.1:%d", closed), "nothing listens on that host and port: check the port in bridge.upstream.url"},
 		{"tls to a plain port", fmt.Sprintf("mqtts://127.0.0.1:%d", up.port), "the upstream does not speak TLS on that port: use mqtt:// or the broker's TLS port"},
 		{"unknown host", "mqtt://no-such-host.invalid:1883", "the host name in bridge.upstream.url does not resolve"},
+		{"plain mqtt to a tls port", fmt.Sprintf("mqtt://127.0.0.1:%d", tlsUp.port), "the upstream closed the connection instead of answering the MQTT CONNECT: a TLS port needs mqtts://"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -128,4 +139,45 @@ func TestUpstreamUnreachableHints(t *testing.T) {
 			})
 		})
 	}
+}
+
+// selfSigned writes a throwaway certificate and key for 127.0.0.1 where
+// mosquitto, which reads them as user mosquitto, can read them.
+func selfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fieldgate-cert")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
