@@ -30,7 +30,7 @@ func Probe(ctx context.Context, u UpstreamConfig, gateway string) (clientID stri
 	p := connectParams{
 		clientID:   expand(u.ClientID, gateway) + ProbeSuffix,
 		username:   u.Username,
-		keepAlive:  uint16(u.KeepAlive / time.Second),
+		keepAlive:  uint16(durationOf(u.KeepAlive, defaultKeepAlive) / time.Second),
 		cleanStart: true,
 		onMessage:  func(Message) {},
 		onError:    func(error) {},

@@ -253,8 +253,8 @@ func (v *validator) point(at string, raw, p *PointConfig, c *DeviceConfig) {
 	if raw.Poll < 0 && raw.Poll != c.Poll {
 		v.add(at+".poll", "must be positive, got %s", raw.Poll)
 	}
-	if raw.Heartbeat < 0 && raw.Heartbeat != c.Heartbeat {
-		v.add(at+".heartbeat", "must be 0 (never) or positive, got %s", raw.Heartbeat)
+	if raw.Heartbeat != nil && *raw.Heartbeat < 0 && *raw.Heartbeat != c.Heartbeat {
+		v.add(at+".heartbeat", "must be 0 (never) or positive, got %s", *raw.Heartbeat)
 	}
 	if raw.QoS != nil && (c.QoS == nil || *raw.QoS != *c.QoS) {
 		v.qos(at+".qos", raw.QoS)

@@ -110,7 +110,7 @@ func lint(cfg *Config, pos *positions) []Problem {
 			if p.Deadband == 0 && p.DeadbandPercent == 0 {
 				continue
 			}
-			if p.Heartbeat == 0 && (p.Retain == nil || !*p.Retain) {
+			if (p.Heartbeat == nil || *p.Heartbeat == 0) && (p.Retain == nil || !*p.Retain) {
 				add(fmt.Sprintf("%s.points[%d].deadband", at, j), "a deadband with neither heartbeat nor retain: an unchanged value is never published again, so a subscriber that starts later never sees it (set heartbeat: 5m or retain: true)")
 			}
 		}
