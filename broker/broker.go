@@ -101,6 +101,9 @@ type UserProperty struct{ Key, Value string }
 
 // Options wires the broker into the process.
 type Options struct {
+	// Version is published on $SYS/broker/version (the gateway's version,
+	// not the MQTT library's). Empty: the library's.
+	Version string
 	// DataDir holds the broker's store (DataDir/broker/broker.db): retained
 	// messages and persistent sessions. Required.
 	DataDir string
@@ -169,6 +172,7 @@ type Broker struct {
 	cfg     Config
 	log     *slog.Logger
 	dataDir string
+	version string // for $SYS/broker/version
 	ingress IngressFunc
 	lines   sync.Map  // *mqtt.Client → *ingressLine
 	entries sync.Pool // *ingested, recycled by the ingress lines
@@ -223,6 +227,7 @@ func New(cfg Config, opts Options) (*Broker, error) {
 		cfg:      cfg,
 		log:      opts.Logger.With("component", "broker"),
 		dataDir:  opts.DataDir,
+		version:  opts.Version,
 		ingress:  opts.Ingress,
 		ready:    make(chan struct{}),
 		subs:     map[int]*inprocSub{},
@@ -274,6 +279,9 @@ func (b *Broker) Run(ctx context.Context) error {
 		InlineClient:             true,
 		ClientNetWriteBufferSize: writeBufferSize(),
 	})
+	if b.version != "" {
+		srv.Info.Version = b.version
+	}
 	b.srv.Store(srv)
 
 	if err := srv.AddHook(&policy{b: b}, nil); err != nil {
