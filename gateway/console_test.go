@@ -49,18 +49,22 @@ func TestConsoleConfigProblems(t *testing.T) {
 
 func TestRedactedYAML(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	passFile := filepath.Join(t.TempDir(), "up.pass")
+	if err := os.WriteFile(passFile, []byte("file-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg, ce := parse(t, fmt.Sprintf(`gateway: {id: gw}
 broker:
   auth:
     users: [{username: sensor1, password_hash: %q}]
 bridge:
-  upstream: {url: "mqtt://gw:upstream-pass@broker.example.com:1883", password_file: /etc/fieldgate/up.pass}
+  upstream: {url: "mqtt://gw:upstream-pass@broker.example.com:1883", password_file: %q}
   forward: [{filter: "#"}]
 console:
   users: [{username: tech, password_hash: %q, role: write}]
 devices:
   - {name: d, driver: sim, topic: "x/{device}/{point}", points: [{name: p, sim: constant, value: 1}]}
-`, hash, hash))
+`, hash, passFile, hash))
 	if ce != nil {
 		t.Fatal(ce)
 	}
@@ -68,7 +72,7 @@ devices:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, secret := range []string{string(hash), "upstream-pass"} {
+	for _, secret := range []string{string(hash), "upstream-pass", "file-secret"} {
 		if strings.Contains(text, secret) {
 			t.Errorf("secret %q shown:\n%s", secret, text)
 		}
@@ -76,7 +80,7 @@ devices:
 	if strings.Contains(text, "offset: 0") {
 		t.Errorf("unused device options shown:\n%s", text)
 	}
-	for _, kept := range []string{"password_hash: '[redacted]'", "gw:xxxxx@broker.example.com", "password_file: /etc/fieldgate/up.pass", "username: tech", "- name: p", "anonymous: false"} {
+	for _, kept := range []string{"password_hash: '[redacted]'", "gw:xxxxx@broker.example.com", "password_file: " + passFile, "username: tech", "- name: p", "anonymous: false"} {
 		if !strings.Contains(text, kept) {
 			t.Errorf("%q missing:\n%s", kept, text)
 		}

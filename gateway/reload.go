@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 
 	"github.com/fieldgate/fieldgate/devices"
 )
@@ -17,8 +18,8 @@ import (
 // logged and not applied. An invalid file is rejected as a whole and the
 // running configuration is kept.
 func (g *Gateway) Reload(path string) (err error) {
-	var restart []string
-	defer func() { g.noteReload(err, restart) }() // for the console's Config page
+	var notApplied []string
+	defer func() { g.noteReload(err, notApplied) }() // for the console's Config page
 	next, err := Load(path, g.drivers)
 	if err != nil {
 		return err
@@ -32,23 +33,9 @@ func (g *Gateway) Reload(path string) (err error) {
 		return errors.New("reload: the gateway is not running")
 	}
 
-	differs := func(name string, a, b any) {
-		if !reflect.DeepEqual(a, b) {
-			restart = append(restart, name)
-		}
-	}
-	differs("gateway", cur.Gateway, next.Gateway)
-	differs("broker.listeners", cur.Broker.Listeners, next.Broker.Listeners)
-	differs("broker.limits", cur.Broker.Limits, next.Broker.Limits)
-	differs("broker.sys_interval", cur.Broker.SysInterval, next.Broker.SysInterval)
-	differs("console", cur.Console, next.Console)
-	switch {
-	case (cur.Bridge == nil) != (next.Bridge == nil):
-		restart = append(restart, "bridge")
-	case cur.Bridge != nil:
-		a, b := *cur.Bridge, *next.Bridge
-		a.Forward, a.Subscribe, b.Forward, b.Subscribe = nil, nil, nil, nil
-		differs("bridge (other than routes)", a, b)
+	changes, restart := reloadChanges(cur, next)
+	for _, w := range next.Warnings() {
+		g.log.Warn("config: " + w.String())
 	}
 
 	// Build everything that can fail before changing anything.
@@ -96,10 +83,15 @@ func (g *Gateway) Reload(path string) (err error) {
 	g.mu.Lock()
 	g.cfg = &applied
 	g.mu.Unlock()
+	notApplied = restart
+	if len(changes) == 0 {
+		changes = []string{"nothing that a reload applies"}
+	}
 	if len(restart) > 0 {
-		g.log.Warn("configuration reloaded; some changes need a restart and were not applied", "sections", restart)
+		g.log.Warn("configuration reloaded; these keys need a restart and were not applied: "+strings.Join(restart, ", "),
+			"changes", strings.Join(changes, "; "))
 	} else {
-		g.log.Info("configuration reloaded", "devices", len(applied.Devices))
+		g.log.Info("configuration reloaded", "changes", strings.Join(changes, "; "))
 	}
 	return nil
 }
