@@ -15,7 +15,7 @@ import (
 
 // cookiePrefix starts the session cookie's name; the port the browser used
 // ends it, so that consoles of several gateways reached on one host (SSH
-// tunnels to localhost:9100, :9101…) do not overwrite each other's cookie
+// tunnels to localhost:9180, :9181…) do not overwrite each other's cookie
 // (cookies ignore ports). The cookie is HttpOnly and SameSite=Strict,
 // Secure over TLS; the session itself (user, role, CSRF token) stays on
 // the server.

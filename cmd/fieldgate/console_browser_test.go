@@ -32,7 +32,7 @@ func demoConfig(t *testing.T, upPort int, httpHost, extra string) string {
 	}
 	return strings.NewReplacer(
 		"127.0.0.1:1883", "127.0.0.1:{{mqtt}}",
-		"127.0.0.1:9100", httpHost+":{{http}}",
+		"127.0.0.1:9180", httpHost+":{{http}}",
 		"127.0.0.1:1884", fmt.Sprintf("127.0.0.1:%d", upPort),
 		"./data", "{{data}}",
 	).Replace(string(raw)) + extra
