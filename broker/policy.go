@@ -112,20 +112,11 @@ func (h *policy) Provides(b byte) bool {
 }
 
 func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	ok := h.b.auth.Load().authenticate(string(pk.Connect.Username), pk.Connect.Password)
-	if !ok {
-		h.b.authFailures.Add(1)
-		h.b.log.Debug("connection refused: bad credentials", "client", cl.ID, "username", string(pk.Connect.Username), "remote", cl.Net.Remote)
-	}
-	return ok
+	return h.b.login(cl, pk) // guard.go
 }
 
 func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	ok := h.b.auth.Load().allowed(string(cl.Properties.Username), cl.ID, topic, write)
-	if !ok {
-		h.b.aclDenied.Add(1)
-	}
-	return ok
+	return h.b.aclCheck(cl, topic, write) // guard.go
 }
 
 // OnPacketRead answers a CONNECT with a bad protocol name or level the MQTT
@@ -247,6 +238,7 @@ func (h *policy) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // inherited and CONNACK is sent: it takes over flow control from mochi.
 func (h *policy) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if !pk.Connect.Clean {
+		h.b.dropDenied(cl) // guard.go
 		if old, ok := h.srv().Clients.Get(cl.ID); ok && old.State.Inflight.Len() > 0 {
 			h.b.resends.Store(cl, newResendPlan(old.State.Inflight.GetAll(false)))
 		}
@@ -549,7 +541,8 @@ func (h *policy) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) 
 // OnWill hands a will message to Ingress; the will is published locally
 // whatever Ingress returns.
 func (h *policy) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
-	if h.b.ingress == nil {
+	will, ok := h.b.checkWill(cl, will) // guard.go
+	if !ok || h.b.ingress == nil {
 		return will, nil
 	}
 	m := Message{

@@ -1,0 +1,411 @@
+package broker
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
+)
+
+// This file holds the broker's defences against hostile or broken clients
+// that are not about delivery: who may connect (credentials, throttling,
+// session ownership, the will), how refusals are answered and how they are
+// logged. The policy hook calls into it; the guard hook carries the packet
+// rewrites.
+
+// keyed is a set of token buckets, one per key (a client id, an address, a
+// username), created on first use. It holds at most maxKeys buckets: when
+// full, buckets that are full again (idle keys) are dropped, and if none
+// is, the whole set is reset, so an attacker inventing keys costs memory
+// only up to that bound. Safe for concurrent use.
+type keyed struct {
+	mu      sync.Mutex
+	every   rate.Limit
+	burst   int
+	maxKeys int
+	m       map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	lim        *rate.Limiter
+	suppressed int // events refused since the last allowed one
+}
+
+func newKeyed(every rate.Limit, burst, maxKeys int) *keyed {
+	return &keyed{every: every, burst: burst, maxKeys: maxKeys, m: map[string]*keyedEntry{}}
+}
+
+func (k *keyed) entry(key string, now time.Time) *keyedEntry {
+	e, ok := k.m[key]
+	if !ok {
+		if len(k.m) >= k.maxKeys {
+			for kk, ee := range k.m {
+				if ee.lim.TokensAt(now) >= float64(k.burst) && ee.suppressed == 0 {
+					delete(k.m, kk)
+				}
+			}
+			if len(k.m) >= k.maxKeys {
+				clear(k.m)
+			}
+		}
+		e = &keyedEntry{lim: rate.NewLimiter(k.every, k.burst)}
+		k.m[key] = e
+	}
+	return e
+}
+
+// allow takes a token for key. It returns whether the event may go ahead
+// and, when it may, how many events of key were refused since the last one
+// that went ahead.
+func (k *keyed) allow(key string) (ok bool, suppressed int) {
+	now := time.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e := k.entry(key, now)
+	if !e.lim.AllowN(now, 1) {
+		e.suppressed++
+		return false, 0
+	}
+	suppressed, e.suppressed = e.suppressed, 0
+	return true, suppressed
+}
+
+// exhausted reports whether key has no token left, without taking one.
+func (k *keyed) exhausted(key string) bool {
+	now := time.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e, ok := k.m[key]
+	return ok && e.lim.TokensAt(now) < 1
+}
+
+// take takes a token for key if there is one.
+func (k *keyed) take(key string) {
+	now := time.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.entry(key, now).lim.AllowN(now, 1)
+}
+
+// Refusal log lines are rate-limited per client id and per remote address:
+// logBurst lines at once, then one per logEvery; the next line that goes out
+// says how many were left out.
+const (
+	logEvery = 10 * time.Second
+	logBurst = 5
+)
+
+// refusal logs one line for a refused client action, rate-limited per
+// client and per address (see logEvery). The line is the message followed by
+// the fields, key=value, values quoted when needed; it never holds a payload.
+func (b *Broker) refusal(client, addr, msg string, fields ...string) {
+	ok1, n1 := b.refusals.allow("c:" + client)
+	ok2, n2 := b.refusals.allow("a:" + hostOf(addr))
+	if !ok1 || !ok2 {
+		return
+	}
+	var sb strings.Builder
+	sb.WriteString(msg)
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i] == "" { // a trailing "(reason)"
+			fmt.Fprintf(&sb, " (%s)", fields[i+1])
+			continue
+		}
+		if i == 0 {
+			sb.WriteString(": ")
+		} else {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString(fields[i])
+		sb.WriteByte('=')
+		sb.WriteString(logValue(fields[i+1]))
+	}
+	if n := max(n1, n2); n > 0 {
+		fmt.Fprintf(&sb, " [%d similar lines suppressed]", n)
+	}
+	b.log.Warn(sb.String())
+}
+
+// logValue quotes v when it is empty, long, or holds spaces, quotes, '=' or
+// unprintable characters (client ids and topics are chosen by clients), and
+// cuts it to 200 bytes.
+func logValue(v string) string {
+	const maxLen = 200
+	if len(v) > maxLen {
+		v = v[:maxLen] + "…"
+	}
+	if v == "" || strings.IndexFunc(v, func(r rune) bool {
+		return r == ' ' || r == '"' || r == '=' || r == '\\' || !unicode.IsPrint(r)
+	}) >= 0 {
+		return strconv.Quote(v)
+	}
+	return v
+}
+
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// Login throttling: failed logins are limited per remote address and per
+// username. Each key may fail loginBurst times at once, then once per
+// loginEvery; while a key is out of tokens, its CONNECTs are refused without
+// the bcrypt comparison (which is what costs CPU), so guessing is limited to
+// one password per loginEvery per address and per username, and cannot
+// occupy the cores. A refused or failed login is answered after
+// loginDelay.
+const (
+	loginEvery = time.Second
+	loginBurst = 10
+	loginDelay = time.Second
+)
+
+// login authenticates a CONNECT (the policy's OnConnectAuthenticate), then
+// checks what the client asks for on connecting: its client id's session
+// must belong to the same user, and its will must be a topic it may publish
+// to. A refusal is logged (rate-limited) and its CONNACK reason recorded for
+// the guard hook, which writes it in place of mochi's "bad username or
+// password".
+func (b *Broker) login(cl *mqtt.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username)
+	addr := cl.Net.Remote
+	host := hostOf(addr)
+	refuse := func(code packets.Code, why string, fields ...string) bool {
+		b.connackCodes.Store(cl.Net.Conn, code)
+		f := append([]string{"user", user, "client", cl.ID, "addr", addr}, fields...)
+		b.refusal(cl.ID, addr, "login failed", append(f, "", why)...)
+		return false
+	}
+	plan := b.auth.Load()
+	if b.failedLogins.exhausted("a:"+host) || (user != "" && b.failedLogins.exhausted("u:"+user)) {
+		b.authFailures.Add(1)
+		b.delayRefusal()
+		return refuse(packets.ErrBadUsernameOrPassword, "too many failed logins, throttled")
+	}
+	if !plan.authenticate(user, pk.Connect.Password) {
+		b.authFailures.Add(1)
+		b.failedLogins.take("a:" + host)
+		why := "bad password"
+		switch {
+		case user == "":
+			why = "anonymous access is off"
+		case plan.users[user] == nil:
+			why = "unknown user"
+		}
+		if user != "" {
+			b.failedLogins.take("u:" + user)
+		}
+		b.delayRefusal()
+		return refuse(packets.ErrBadUsernameOrPassword, why)
+	}
+	if owner, ok := b.sessionOwner(cl.ID); ok && owner != user {
+		b.aclDenied.Add(1)
+		return refuse(packets.ErrNotAuthorized, "client id belongs to another user's session")
+	}
+	if cl.Properties.Will.Flag != 0 {
+		topic := cl.Properties.Will.TopicName
+		if !validTopicName(topic) {
+			return refuse(packets.ErrTopicNameInvalid, "will topic is not a valid topic name", "will", topic)
+		}
+		if !b.mayPublish(plan, user, cl.ID, topic) {
+			b.aclDenied.Add(1)
+			return refuse(packets.ErrNotAuthorized, "will topic denied by ACL", "will", topic)
+		}
+	}
+	return true
+}
+
+// delayRefusal holds a refused login for loginDelay (less if the broker
+// stops), so one connection cannot guess quickly.
+func (b *Broker) delayRefusal() {
+	t := time.NewTimer(loginDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-b.stopping:
+	}
+}
+
+// sessionOwner returns the username that holds the session of client id
+// (connected, or persistent and disconnected), if there is one.
+//
+// A session belongs to the user that created it: a client of another user
+// (or an anonymous one) that connects with that client id is refused with
+// "not authorized" rather than given a fresh session, because a fresh
+// session would still have to end the owner's connection and discard its
+// queued messages — any user could then cut off any other by guessing its
+// client id. The cost is that a client id taken by one user stays
+// unavailable to others until that session ends or expires
+// (limits.max_session_expiry); the refusal is logged with both names.
+func (b *Broker) sessionOwner(id string) (string, bool) {
+	srv := b.srv.Load()
+	if srv == nil {
+		return "", false
+	}
+	old, ok := srv.Clients.Get(id)
+	if !ok || old.Net.Inline {
+		return "", false
+	}
+	if old.Closed() && old.IsTakenOver() {
+		return "", false
+	}
+	return string(old.Properties.Username), true
+}
+
+// mayPublish reports whether the client may publish on topic.
+func (b *Broker) mayPublish(p *authPlan, user, clientID, topic string) bool {
+	return p.allowed(user, clientID, topic, true)
+}
+
+// validTopicName reports whether t is a valid MQTT topic name (not empty,
+// no wildcards, no NUL) [MQTT-4.7.3-1] [MQTT-3.3.2-2].
+func validTopicName(t string) bool {
+	return t != "" && !strings.ContainsAny(t, "+#\x00")
+}
+
+// deniedWillTopic is where a will that its client may no longer publish
+// (the ACL changed while it was connected) is diverted to: a $ topic that no
+// wildcard matches [MQTT-4.7.2-1] and no network client may subscribe to,
+// since mochi publishes whatever will OnWill returns.
+const deniedWillTopic = "$fieldgate/denied-will"
+
+// checkWill is called when a will is about to be published: a will its
+// client may not publish under the ACL in force now is diverted to
+// deniedWillTopic, not retained, without payload, and logged.
+func (b *Broker) checkWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, bool) {
+	user := string(cl.Properties.Username)
+	if validTopicName(will.TopicName) && b.mayPublish(b.auth.Load(), user, cl.ID, will.TopicName) {
+		return will, true
+	}
+	b.aclDenied.Add(1)
+	b.refusal(cl.ID, cl.Net.Remote, "will denied by ACL", "user", user, "client", cl.ID, "topic", will.TopicName, "", "not published")
+	return mqtt.Will{TopicName: deniedWillTopic}, false
+}
+
+// guard is a second mochi hook beside policy, for packet rewrites that are
+// about protocol correctness rather than delivery.
+type guard struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (g *guard) ID() string { return "fieldgate-guard" }
+
+func (g *guard) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnPacketEncode, mqtt.OnSubscribed:
+		return true
+	}
+	return false
+}
+
+// OnPacketEncode puts the reason recorded by login into a refusing CONNACK,
+// and gives MQTT 3.1.1 clients 3.1.1 return codes: mochi sends MQTT 5 codes
+// (0x80, 0x82, …) that 3.1.1 does not define. A refusal 3.1.1 has no code
+// for (a malformed or invalid CONNECT) closes the connection without a
+// CONNACK, as 3.1.1 requires for a protocol violation [MQTT-3.1.4-1].
+func (g *guard) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack {
+		return pk
+	}
+	if v, ok := g.b.connackCodes.LoadAndDelete(cl.Net.Conn); ok && pk.ReasonCode != packets.CodeSuccess.Code {
+		code := v.(packets.Code)
+		pk.ReasonCode = code.Code
+		pk.Properties.ReasonString = code.Reason
+	}
+	if pk.ProtocolVersion < 5 && pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+		if c, ok := v3Connack[pk.ReasonCode]; ok {
+			pk.ReasonCode = c
+		} else {
+			pk.FixedHeader.Type = packets.Reserved // not encodable: nothing is written
+		}
+	}
+	return pk
+}
+
+// v3Connack maps MQTT 5 CONNACK reason codes to MQTT 3.1.1 return codes.
+var v3Connack = map[byte]byte{
+	packets.ErrUnspecifiedError.Code:           packets.Err3ClientIdentifierNotValid.Code, // mochi: empty id without clean session
+	packets.ErrUnsupportedProtocolVersion.Code: packets.Err3UnsupportedProtocolVersion.Code,
+	packets.ErrClientIdentifierNotValid.Code:   packets.Err3ClientIdentifierNotValid.Code,
+	packets.ErrBadUsernameOrPassword.Code:      0x04, // bad user name or password
+	packets.ErrNotAuthorized.Code:              packets.Err3NotAuthorized.Code,
+	packets.ErrBanned.Code:                     packets.Err3NotAuthorized.Code,
+	packets.ErrBadAuthenticationMethod.Code:    packets.Err3NotAuthorized.Code,
+	packets.ErrServerUnavailable.Code:          packets.Err3ServerUnavailable.Code,
+	packets.ErrServerBusy.Code:                 packets.Err3ServerUnavailable.Code,
+	packets.ErrQuotaExceeded.Code:              packets.Err3ServerUnavailable.Code,
+	packets.ErrConnectionRateExceeded.Code:     packets.Err3ServerUnavailable.Code,
+}
+
+// OnSubscribed logs the filters the ACL refused (a reason code of 0x80 or
+// more; the other refusals, malformed filters, end the connection).
+func (g *guard) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	for i, c := range codes {
+		if c >= packets.ErrUnspecifiedError.Code && i < len(pk.Filters) {
+			g.b.refusal(cl.ID, cl.Net.Remote, "subscription denied by ACL",
+				"user", string(cl.Properties.Username), "client", cl.ID, "filter", pk.Filters[i].Filter)
+		}
+	}
+}
+
+// aclCheck is the policy's OnACLCheck: write is a publish, !write a
+// subscription or a delivery. A refused publish is logged (rate-limited);
+// a refused subscription is logged by OnSubscribed, a refused delivery not
+// at all (a wide subscription with denied parts is legitimate).
+func (b *Broker) aclCheck(cl *mqtt.Client, topic string, write bool) bool {
+	user := string(cl.Properties.Username)
+	ok := b.auth.Load().allowed(user, cl.ID, topic, write)
+	if ok && !write && strings.HasPrefix(stripShare(topic), "$fieldgate/") {
+		ok = false // see deniedWillTopic
+	}
+	if !ok {
+		b.aclDenied.Add(1)
+		if write {
+			b.refusal(cl.ID, cl.Net.Remote, "publish denied by ACL", "user", user, "client", cl.ID, "topic", topic)
+		}
+	}
+	return ok
+}
+
+// dropDenied removes from the session that cl resumes the queued messages
+// cl may not receive under the ACL in force now (it may have changed since
+// they were queued): they are counted as ACL refusals and as dropped, and
+// removed from the store. Messages delivered live are checked by mochi.
+func (b *Broker) dropDenied(cl *mqtt.Client) {
+	srv := b.srv.Load()
+	old, ok := srv.Clients.Get(cl.ID)
+	if !ok || old.State.Inflight.Len() == 0 {
+		return
+	}
+	plan := b.auth.Load()
+	user := string(cl.Properties.Username)
+	n := 0
+	for _, pk := range old.State.Inflight.GetAll(false) {
+		if pk.FixedHeader.Type != packets.Publish || plan.allowed(user, cl.ID, pk.TopicName, false) {
+			continue
+		}
+		if old.State.Inflight.Delete(pk.PacketID) {
+			n++
+			atomic.AddInt64(&srv.Info.Inflight, -1)
+			if b.store != nil {
+				b.store.OnQosDropped(old, pk)
+			}
+		}
+	}
+	if n > 0 {
+		b.aclDenied.Add(int64(n))
+		b.refusal(cl.ID, cl.Net.Remote, "queued messages denied by ACL",
+			"user", user, "client", cl.ID, "count", strconv.Itoa(n), "", "dropped from the resumed session")
+	}
+}

@@ -1,0 +1,163 @@
+package main
+
+// Attacks from issue 16 against the binary: each test reproduces one and
+// checks that it no longer works.
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A user may not use a will to publish where its ACL does not let it:
+// the CONNECT is refused (MQTT 5 0x87, 3.1.1 0x05) and nothing is
+// delivered when the connection drops.
+func TestAttackWillBypassesACL(t *testing.T) {
+	g := startGW(t, t.TempDir(), authConfig(t))
+	watcher := dialMQTT(t, g.mqttPort)
+	if _, code := watcher.connack(connectOpts{clientID: "watcher", clean: true, user: "alice", pass: "alice-pw"}); code != 0 {
+		t.Fatalf("alice: CONNACK %#x", code)
+	}
+	watcher.send(subscribePacket(false, "myhome/#", 1))
+
+	for _, tc := range []struct {
+		name string
+		v5   bool
+		want byte
+	}{{"mqttv311", false, 0x05}, {"mqttv5", true, 0x87}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialMQTT(t, g.mqttPort)
+			_, code := c.connack(connectOpts{v5: tc.v5, clientID: "bob-" + tc.name, clean: true, user: "bob", pass: "bob-pw",
+				willTopic: "myhome/groundfloor/boiler/setpoint/set", willQoS: 1, willRetain: true})
+			if code != tc.want {
+				t.Fatalf("CONNACK with a denied will topic: got %#x, want %#x", code, tc.want)
+			}
+			_ = c.c.Close()
+			if topic, payload, ok := watcher.nextPublish(false, 2*time.Second); ok {
+				t.Fatalf("the refused client's will was delivered: %s %q", topic, payload)
+			}
+			// A will the user may publish is still accepted.
+			ok := dialMQTT(t, g.mqttPort)
+			if _, code := ok.connack(connectOpts{v5: tc.v5, clientID: "bob-ok-" + tc.name, clean: true, user: "bob", pass: "bob-pw",
+				willTopic: "bob/will", willQoS: 1}); code != 0 {
+				t.Fatalf("CONNACK with an allowed will topic: %#x", code)
+			}
+		})
+	}
+	if !strings.Contains(g.log.String(), "login failed: user=bob client=bob-mqttv5") ||
+		!strings.Contains(g.log.String(), "(will topic denied by ACL)") {
+		t.Errorf("no readable log line for the refused will:\n%s", g.log.String())
+	}
+}
+
+// A persistent session belongs to the user that created it: another user
+// reusing its client id is refused, neither takes over the live connection
+// nor receives the queued messages.
+func TestAttackSessionTakeoverAcrossUsers(t *testing.T) {
+	g := startGW(t, t.TempDir(), authConfig(t))
+	for _, v5 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v5=%v", v5), func(t *testing.T) {
+			id := fmt.Sprintf("alice-dev-%v", v5)
+			owner := connectOpts{v5: v5, clientID: id, user: "alice", pass: "alice-pw", sessionExp: 3600}
+			first := dialMQTT(t, g.mqttPort)
+			if _, code := first.connack(owner); code != 0 {
+				t.Fatalf("alice: CONNACK %#x", code)
+			}
+			first.send(subscribePacket(v5, "myhome/secret", 1))
+			if h, _, err := first.read(5 * time.Second); err != nil || h>>4 != 9 {
+				t.Fatalf("SUBACK: %#x %v", h, err)
+			}
+
+			// Live: bob tries to take over the connected session.
+			bob := dialMQTT(t, g.mqttPort)
+			present, code := bob.connack(connectOpts{v5: v5, clientID: id, user: "bob", pass: "bob-pw", sessionExp: 3600})
+			if code == 0 {
+				t.Fatalf("bob took over alice's live session (session present %v)", present)
+			}
+			first.send([]byte{0xC0, 0}) // PINGREQ: the owner is still connected
+			if h, _, err := first.read(5 * time.Second); err != nil || h != 0xD0 {
+				t.Fatalf("alice was disconnected by bob's attempt: %#x %v", h, err)
+			}
+
+			// Offline: a message queues for alice; bob tries again.
+			_ = first.c.Close()
+			time.Sleep(200 * time.Millisecond)
+			if out, err := mosqPub(alice(g, "-q", "1", "-t", "myhome/secret", "-m", "for-alice-only")...); err != nil {
+				t.Fatalf("publish: %v: %s", err, out)
+			}
+			bob2 := dialMQTT(t, g.mqttPort)
+			present, code = bob2.connack(connectOpts{v5: v5, clientID: id, user: "bob", pass: "bob-pw", sessionExp: 3600})
+			if code == 0 {
+				topic, payload, _ := bob2.nextPublish(v5, 2*time.Second)
+				t.Fatalf("bob resumed alice's session (present %v) and got %s %q", present, topic, payload)
+			}
+
+			// The owner resumes it and gets the message.
+			again := dialMQTT(t, g.mqttPort)
+			present, code = again.connack(owner)
+			if code != 0 || !present {
+				t.Fatalf("alice resuming: code %#x, session present %v", code, present)
+			}
+			topic, payload, ok := again.nextPublish(v5, 5*time.Second)
+			if !ok || topic != "myhome/secret" || string(payload) != "for-alice-only" {
+				t.Fatalf("alice's queued message: %v %s %q", ok, topic, payload)
+			}
+		})
+	}
+	if !strings.Contains(g.log.String(), "(client id belongs to another user's session)") {
+		t.Errorf("the refusal is not logged:\n%s", g.log.String())
+	}
+}
+
+// Running out of file descriptors stops accepting only while it lasts:
+// under a limit of 200 descriptors, 250 connections exhaust them; once
+// they are closed, clients connect again. The outage is logged once.
+func TestAttackListenerSurvivesEMFILE(t *testing.T) {
+	need(t, "prlimit")
+	g := startGW(t, t.TempDir(), anonHeader+limitsForFloods, "prlimit", "--nofile=200:200")
+	var conns []net.Conn
+	for range 250 {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", g.mqttPort), 2*time.Second)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	eventually(t, 10*time.Second, "the accept error logged", func() bool {
+		return strings.Contains(g.log.String(), "listener cannot accept connections")
+	})
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	eventually(t, 20*time.Second, "a client accepted again", func() bool {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", g.mqttPort), time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		rc := &rawConn{t: t, c: c, r: bufio.NewReader(c)}
+		rc.send(connectPacket(connectOpts{clientID: "after-emfile", clean: true}))
+		h, body, err := rc.read(time.Second)
+		return err == nil && h == 0x20 && len(body) == 2 && body[1] == 0
+	})
+	eventually(t, 10*time.Second, "recovery logged and /readyz ready", func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", g.httpPort))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200 && strings.Contains(g.log.String(), "listener accepting connections again")
+	})
+	if n := strings.Count(g.log.String(), "listener cannot accept connections"); n != 1 {
+		t.Errorf("the outage logged %d times, want once", n)
+	}
+	g.stop()
+}
+
+// limitsForFloods lifts the broker's per-address limits for tests that
+// open many connections from 127.0.0.1 on purpose.
+const limitsForFloods = ""
