@@ -22,6 +22,7 @@ type listener struct {
 	id    string
 	kind  string
 	ln    net.Listener // already wrapped with TLS for tls and wss
+	retry *retryListener
 	log   *slog.Logger
 	serve func(id string, c net.Conn) error // mochi's EstablishConnection
 
@@ -46,11 +47,14 @@ func bindListener(id string, lc ListenerConfig, log *slog.Logger) (*listener, er
 		}
 		ln = tls.NewListener(ln, cfg)
 	}
+	llog := log.With("listener", id, "type", lc.Type, "address", ln.Addr().String())
+	retry := newRetryListener(ln, llog)
 	return &listener{
 		id:    id,
 		kind:  lc.Type,
-		ln:    ln,
-		log:   log.With("listener", id, "type", lc.Type, "address", ln.Addr().String()),
+		ln:    retry,
+		retry: retry,
+		log:   llog,
 		conns: map[net.Conn]struct{}{},
 	}, nil
 }
@@ -79,9 +83,9 @@ func (l *listener) start(serve func(id string, c net.Conn) error) {
 	}
 	l.wg.Go(func() {
 		for {
-			c, err := l.ln.Accept()
+			c, err := l.ln.Accept() // retries temporary errors (retryListener)
 			if err != nil {
-				return // closed (net.ErrClosed) or fatal
+				return // closed
 			}
 			if !l.track(c) {
 				_ = c.Close()

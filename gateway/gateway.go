@@ -103,11 +103,17 @@ func New(cfg *Config, drivers map[string]devices.Driver, log *slog.Logger) (*Gat
 	return &Gateway{cfg: cfg, log: log, drivers: drivers}, nil
 }
 
-// Ready reports whether the listeners are bound and the store is open.
+// Ready reports whether the listeners are bound and accepting and the store
+// is open.
 func (g *Gateway) Ready() bool {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.ready
+	ready, b := g.ready, g.broker
+	g.mu.Unlock()
+	if !ready || b == nil {
+		return false
+	}
+	_, _, down := b.ListenerDown()
+	return !down
 }
 
 // Run opens the data directory and the buffer, starts the broker, the
@@ -363,13 +369,22 @@ func (g *Gateway) watchdog(ctx context.Context) {
 	}
 }
 
-// healthy checks that the main loops respond.
+// listenerDownLimit is how long a broker listener may fail to accept
+// connections (say, out of file descriptors) before the watchdog stops
+// being fed; readiness fails at once.
+const listenerDownLimit = time.Minute
+
+// healthy checks that the main loops respond and that the broker's
+// listeners accept connections.
 func (g *Gateway) healthy() bool {
 	g.mu.Lock()
 	b, q := g.broker, g.queue
 	g.mu.Unlock()
 	if b == nil {
 		return false
+	}
+	if _, since, down := b.ListenerDown(); down && time.Since(since) > listenerDownLimit {
+		return false // systemd restarts a gateway nobody can connect to
 	}
 	_ = b.Stats()
 	if q != nil {
