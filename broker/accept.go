@@ -14,13 +14,16 @@ import (
 // (EMFILE, ENFILE), of buffers, a connection reset while queued — is
 // retried with a back-off from 5 ms doubling to 1 s, as net/http's server
 // does; the first error of a run is logged once (error level) and the
-// recovery once (info level). While errors last the listener is down
+// recovery once (info level), at most once a minute, as descriptors that
+// run out tend to flap. While errors last the listener is down
 // (see downSince), which readiness and the watchdog look at.
 type retryListener struct {
 	net.Listener
 	log *slog.Logger
 
 	down      atomic.Int64 // unix ns of the first error of the current run; 0 when accepting
+	loggedAt  time.Time    // when an outage was last logged (Accept's goroutine only)
+	logged    bool         // the current outage was logged
 	closeOnce sync.Once
 	done      chan struct{}
 }
@@ -30,6 +33,7 @@ func newRetryListener(ln net.Listener, log *slog.Logger) *retryListener {
 }
 
 const (
+	acceptLogEvery = time.Minute // outages within this of a logged one are not logged (flapping)
 	acceptRetryMin = 5 * time.Millisecond
 	acceptRetryMax = time.Second
 )
@@ -40,7 +44,8 @@ func (l *retryListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			if since := l.down.Swap(0); since != 0 {
+			if since := l.down.Swap(0); since != 0 && l.logged {
+				l.logged = false
 				l.log.Info("listener accepting connections again",
 					"down_for", time.Since(time.Unix(0, since)).Round(time.Millisecond).String(), "failed_accepts", failures)
 			}
@@ -55,7 +60,8 @@ func (l *retryListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		failures++
-		if l.down.CompareAndSwap(0, time.Now().UnixNano()) {
+		if l.down.CompareAndSwap(0, time.Now().UnixNano()) && time.Since(l.loggedAt) > acceptLogEvery {
+			l.loggedAt, l.logged = time.Now(), true
 			l.log.Error("listener cannot accept connections; retrying (no new client can connect meanwhile)", "error", err)
 		}
 		delay = min(max(2*delay, acceptRetryMin), acceptRetryMax)

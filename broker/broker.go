@@ -203,6 +203,10 @@ type Broker struct {
 	failedLogins *keyed       // failed logins, per address and username
 	connackCodes sync.Map     // net.Conn → packets.Code, the reason of a refused CONNECT
 	store        *persistHook // set by Run before serving
+
+	pending      sync.Map     // net.Conn → func(), for connections before their CONNECT completed
+	pendingCount atomic.Int64 // their number
+	connRate     *keyed       // new connections per remote address
 }
 
 type inprocSub struct {
@@ -236,6 +240,7 @@ func New(cfg Config, opts Options) (*Broker, error) {
 
 		refusals:     newKeyed(rate.Every(logEvery), logBurst, 10000),
 		failedLogins: newKeyed(rate.Every(loginEvery), loginBurst, 10000),
+		connRate:     newKeyed(rate.Limit(cfg.Limits.ConnectRate), 2*cfg.Limits.ConnectRate, 10000),
 	}
 	b.pubCond = sync.NewCond(&b.pubMu)
 	b.auth.Store(compileAuth(cfg.Auth))
@@ -327,7 +332,13 @@ func (b *Broker) Run(ctx context.Context) error {
 
 	for _, l := range ls {
 		l.start(func(id string, c net.Conn) error {
+			release, ok := b.admit(c) // admit.go
+			if !ok {
+				return nil
+			}
 			bc := newBatchConn(c)
+			b.pending.Store(bc, release)
+			_ = bc.SetDeadline(time.Now().Add(b.cfg.Limits.ConnectTimeout))
 			defer b.connDone(bc)
 			return srv.EstablishConnection(id, bc)
 		})
@@ -368,6 +379,7 @@ func (b *Broker) Run(ctx context.Context) error {
 // CONNACK.
 func (b *Broker) connDone(c net.Conn) {
 	b.connackCodes.Delete(c)
+	b.connected(c)
 	if cl, ok := b.conns.LoadAndDelete(c); ok {
 		b.closeLine(cl.(*mqtt.Client))
 		if f, ok := b.flows.LoadAndDelete(cl); ok {

@@ -154,6 +154,18 @@ type LimitsConfig struct {
 	// slow subscriber may then drop it (counted in Stats.Dropped). Default
 	// 30s.
 	DeliveryWait time.Duration `yaml:"delivery_wait"`
+	// ConnectTimeout is how long a new connection may take to complete its
+	// CONNECT (TLS and websocket handshakes included); then it is closed.
+	// Default 5s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxPendingConnections is the number of connections that have not
+	// completed CONNECT yet; further connections are closed at once.
+	// Default 128.
+	MaxPendingConnections int `yaml:"max_pending_connections"`
+	// ConnectRate is the number of new connections accepted per second
+	// from one remote address (IP), with bursts of twice that; further
+	// connections from it are closed at once. Default 10.
+	ConnectRate int `yaml:"connect_rate"`
 }
 
 // Defaults fills every unset field with its documented default, in place.
@@ -184,6 +196,9 @@ func (c *Config) Defaults() {
 	setDur(&l.MaxKeepalive, 5*time.Minute)
 	setDur(&l.MaxSessionExpiry, 168*time.Hour)
 	setDur(&l.DeliveryWait, 30*time.Second)
+	setDur(&l.ConnectTimeout, 5*time.Second)
+	setInt(&l.MaxPendingConnections, 128)
+	setInt(&l.ConnectRate, 10)
 }
 
 // FieldError is one configuration problem; Path is relative to `broker:`.
@@ -401,5 +416,10 @@ func (l *LimitsConfig) validate(prefix string) []error {
 	if l.DeliveryWait <= 0 {
 		add("delivery_wait", "must be positive (got %s)", l.DeliveryWait)
 	}
+	if l.ConnectTimeout < 100*time.Millisecond || l.ConnectTimeout > 10*time.Minute {
+		add("connect_timeout", "must be between 100ms and 10m (got %s)", l.ConnectTimeout)
+	}
+	rangeInt("max_pending_connections", l.MaxPendingConnections, 1, math.MaxInt32)
+	rangeInt("connect_rate", l.ConnectRate, 1, 1000000)
 	return errs
 }

@@ -303,7 +303,7 @@ func (g *guard) ID() string { return "fieldgate-guard" }
 
 func (g *guard) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPacketEncode, mqtt.OnSubscribed:
+	case mqtt.OnPacketEncode, mqtt.OnSubscribed, mqtt.OnSessionEstablish:
 		return true
 	}
 	return false

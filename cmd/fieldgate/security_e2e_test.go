@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -160,4 +161,98 @@ func TestAttackListenerSurvivesEMFILE(t *testing.T) {
 
 // limitsForFloods lifts the broker's per-address limits for tests that
 // open many connections from 127.0.0.1 on purpose.
-const limitsForFloods = ""
+const limitsForFloods = `  limits: {connect_rate: 100000, max_pending_connections: 100000}
+`
+
+// Connections that never complete CONNECT are closed after
+// limits.connect_timeout, at most limits.max_pending_connections of them
+// exist at once, and one address may open limits.connect_rate per second.
+func TestAttackConnectionsWithoutConnect(t *testing.T) {
+	g := startGW(t, t.TempDir(), anonHeader+`  limits: {connect_timeout: 1s, max_pending_connections: 20, connect_rate: 1000}
+`)
+	addr := fmt.Sprintf("127.0.0.1:%d", g.mqttPort)
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	closedWithin := func(c net.Conn, d time.Duration) bool {
+		_ = c.SetReadDeadline(time.Now().Add(d))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	}
+
+	// Silent, and a CONNECT cut in the middle: both closed by the timeout.
+	silent := dial()
+	half := dial()
+	full := connectPacket(connectOpts{clientID: "half", clean: true})
+	if _, err := half.Write(full[:len(full)/2]); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(silent, 5*time.Second) || !closedWithin(half, 5*time.Second) {
+		t.Fatal("a connection without a complete CONNECT was not closed after connect_timeout")
+	}
+	time.Sleep(200 * time.Millisecond) // the gateway has counted them out
+
+	// 20 pending at once: the 21st is closed at once, a real client
+	// still gets in once they are gone.
+	var held []net.Conn
+	for range 20 {
+		held = append(held, dial())
+	}
+	time.Sleep(200 * time.Millisecond)
+	extra := dial()
+	if !closedWithin(extra, 500*time.Millisecond) {
+		t.Fatal("connection beyond max_pending_connections was kept")
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	eventually(t, 5*time.Second, "a client connects after the flood", func() bool {
+		rc := &rawConn{t: t, c: dial()}
+		rc.r = bufio.NewReader(rc.c)
+		rc.send(connectPacket(connectOpts{clientID: "real", clean: true}))
+		h, body, err := rc.read(time.Second)
+		return err == nil && h == 0x20 && len(body) == 2 && body[1] == 0
+	})
+	if !strings.Contains(g.log.String(), "connection refused: addr=127.0.0.1:") ||
+		!strings.Contains(g.log.String(), "limits.max_pending_connections") {
+		t.Errorf("refusal not logged:\n%s", g.log.String())
+	}
+}
+
+// One address opening connections faster than limits.connect_rate has the
+// excess closed at once.
+func TestAttackConnectionRatePerAddress(t *testing.T) {
+	g := startGW(t, t.TempDir(), anonHeader+`  limits: {connect_rate: 5}
+`)
+	var conns []net.Conn
+	for range 40 {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.mqttPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	refused := 0
+	time.Sleep(300 * time.Millisecond)
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			refused++
+		}
+	}
+	if refused < 20 {
+		t.Fatalf("%d of 40 quick connections from one address were refused with connect_rate 5, want most", refused)
+	}
+	if !strings.Contains(g.log.String(), "limits.connect_rate") {
+		t.Errorf("refusal not logged:\n%s", g.log.String())
+	}
+}
