@@ -91,6 +91,7 @@ type Bridge struct {
 	resume     bool      // the first connection may resume the persisted session
 	forceClean bool      // the next connection must start a clean session
 	pace       pacer
+	poison     poison // see oversize.go
 
 	st counters
 }
@@ -113,6 +114,7 @@ type counters struct {
 	dropCorrupt, dropExpired, dropRejectd atomic.Uint64
 	dropOffline, dropOverflow, dropLocal  atomic.Uint64
 	dropInvalid                           atomic.Uint64
+	dropTooLarge, dropPoison              atomic.Uint64
 	inflight, window                      atomic.Int64
 	inflightBytes                         atomic.Int64  // topic + payload bytes of the messages in flight
 	rate                                  atomic.Uint64 // float64 bits
@@ -639,6 +641,13 @@ func (b *Bridge) serve(ctx context.Context, l link) error {
 		left = append(left, head)
 	}
 	b.leftover = b.collect(left, fifo)
+	if ctx.Err() == nil {
+		var oldest uint64
+		if len(b.leftover) > 0 {
+			oldest = b.leftover[0].seq
+		}
+		b.poison.lost(oldest)
+	}
 	b.st.inflight.Store(int64(len(b.leftover)))
 	var bytes int64
 	for _, f := range b.leftover {
@@ -811,6 +820,12 @@ func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo cha
 					return bufferErr("ack", err)
 				}
 				b.cursor = e.seq
+				continue
+			}
+			if aside, err := b.oversized(l, e); err != nil || aside {
+				if err != nil {
+					return err
+				}
 				continue
 			}
 			r := &e.rec

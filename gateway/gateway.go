@@ -249,6 +249,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		g.log.Warn("systemd notify failed", "err", err)
 	}
+	for _, w := range Warnings(cfg) {
+		g.log.Warn(w)
+	}
 	g.log.Info("fieldgate ready", "id", cfg.Gateway.ID, "listeners", addrStrings(b), "devices", len(cfg.Devices), "bridge", br != nil)
 	watchdogDone := make(chan struct{})
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())

@@ -135,6 +135,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	fmt.Fprintf(stdout, "%s: ok\n%s", path, gateway.Summary(cfg))
+	for _, w := range gateway.Warnings(cfg) {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
 	return exitOK
 }
 

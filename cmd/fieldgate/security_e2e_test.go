@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -254,5 +256,93 @@ func TestAttackConnectionRatePerAddress(t *testing.T) {
 	}
 	if !strings.Contains(g.log.String(), "limits.connect_rate") {
 		t.Errorf("refusal not logged:\n%s", g.log.String())
+	}
+}
+
+// One message larger than the upstream's maximum packet size is set aside
+// (counted, logged with its topic and size) and the messages after it are
+// forwarded: announced by an MQTT 5 CONNACK, configured for 3.1.1, and for
+// a 3.1.1 upstream that just closes the connection.
+func TestAttackOversizeMessageBlocksBridge(t *testing.T) {
+	need(t, "mosquitto_pub", "mosquitto_sub")
+	for _, tc := range []struct {
+		name, protocol, extra, counter string
+	}{
+		{"mqtt5-connack", "5", "", "too_large"},
+		{"mqtt311-configured", "3.1.1", "    max_packet_size: 2000\n", "too_large"},
+		{"mqtt311-unannounced", "3.1.1", "    backoff: {min: 100ms, max: 200ms}\n", "poison"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startMosquitto(t, 0, "max_packet_size 2000")
+			s := startSub(t, "-h", "127.0.0.1", "-p", fmt.Sprint(up.port), "-t", "sites/#", "-q", "1")
+			time.Sleep(300 * time.Millisecond)
+			cfg := fmt.Sprintf(anonHeader+`bridge:
+  upstream:
+    url: mqtt://127.0.0.1:%d
+    protocol: "%s"
+%s  forward:
+    - {filter: "myhome/#", prefix: "sites/{gateway}/", qos: 1}
+`, up.port, tc.protocol, tc.extra)
+			g := startGW(t, t.TempDir(), cfg)
+			pub := func(topic, payload string) {
+				t.Helper()
+				if out, err := mosqPub("-h", "127.0.0.1", "-p", fmt.Sprint(g.mqttPort), "-q", "1", "-t", topic, "-m", payload); err != nil {
+					t.Fatalf("publish: %v: %s", err, out)
+				}
+			}
+			pub("myhome/before", "1")
+			pub("myhome/big", strings.Repeat("x", 5000))
+			for i := range 5 {
+				pub("myhome/after", fmt.Sprint(i))
+			}
+			eventually(t, 30*time.Second, "the messages after the big one upstream", func() bool {
+				return s.has("sites/e2e/myhome/after 4")
+			})
+			for _, l := range s.snapshot() {
+				if strings.HasPrefix(l, "sites/e2e/myhome/big") {
+					t.Fatal("the oversized message arrived upstream")
+				}
+			}
+			if !strings.Contains(g.metrics(t), `fieldgate_bridge_dropped_total{reason="`+tc.counter+`"} 1`) {
+				t.Errorf("not counted as %s:\n%s", tc.counter, g.metrics(t))
+			}
+			log := g.log.String()
+			if strings.Count(log, "message set aside") != 1 || !strings.Contains(log, "topic=sites/e2e/myhome/big") {
+				t.Errorf("want one log line naming the topic and size:\n%s", log)
+			}
+		})
+	}
+}
+
+// check warns (exit 0) when the local broker accepts packets the upstream
+// cannot take, and when the ops endpoint listens on every interface.
+func TestCheckWarnsSecurity(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fieldgate.yaml")
+	cfg := `gateway:
+  id: w
+  data_dir: ` + filepath.Join(dir, "data") + `
+  http: {address: ":9180"}
+broker:
+  listeners: [{type: tcp, address: "127.0.0.1:1883"}]
+  auth: {anonymous: true}
+bridge:
+  upstream: {url: "mqtt://127.0.0.1:1884", protocol: "3.1.1", max_packet_size: 128KiB}
+  forward: [{filter: "a/#", qos: 1}]
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runBin(t, "", "check", "--config", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"warning: broker.limits.max_packet_size (262144 bytes) is larger than bridge.upstream.max_packet_size (131072)",
+		`warning: gateway.http.address ":9180" listens on every interface`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
 	}
 }
