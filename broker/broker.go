@@ -304,6 +304,9 @@ func (b *Broker) Run(ctx context.Context) error {
 			_ = srv.Close()
 			return fmt.Errorf("broker: %w", err)
 		}
+		l.refused = func(addr, origin string) {
+			b.refusal("", addr, "websocket connection refused", "addr", addr, "origin", origin, "", "origin not in allowed_origins")
+		}
 		ls = append(ls, l)
 	}
 	if err := srv.Serve(); err != nil { // loads the store, starts mochi's event loop

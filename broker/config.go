@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -48,6 +49,16 @@ type ListenerConfig struct {
 	Address string `yaml:"address"`
 	// TLS is required for type tls, optional for websocket, refused for tcp.
 	TLS *TLSConfig `yaml:"tls"`
+	// AllowedOrigins (websocket only) lists the web origins
+	// ("https://dashboard.example.com", scheme://host[:port]) whose pages
+	// may connect; "*" allows every origin. A websocket request without
+	// an Origin header (MQTT clients that are not browsers) is always
+	// accepted, and so is one whose Origin is this listener itself
+	// addressed by IP (paho's Python client sends that). Default: none,
+	// so no web page can connect: a browser always sends its page's
+	// origin, and without this check any web page a user on the network
+	// opens could publish to the gateway.
+	AllowedOrigins []string `yaml:"allowed_origins"`
 }
 
 // TLSConfig holds PEM files for a TLS listener.
@@ -240,6 +251,17 @@ func (c *Config) Validate() error {
 		}
 		if err := checkAddress(l.Address); err != nil {
 			add(p+".address", "%v", err)
+		}
+		if len(l.AllowedOrigins) > 0 && l.Type != ListenerWebsocket {
+			add(p+".allowed_origins", "only for type websocket")
+		}
+		for j, o := range l.AllowedOrigins {
+			if o == "*" {
+				continue
+			}
+			if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+				add(fmt.Sprintf("%s.allowed_origins[%d]", p, j), "%q: want scheme://host[:port] (e.g. https://dashboard.example.com) or \"*\"", o)
+			}
 		}
 		if l.TLS != nil && l.Type != ListenerTCP {
 			for _, e := range l.TLS.check() {

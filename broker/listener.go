@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,12 +21,14 @@ import (
 // (mochi's Serve leaves them untracked), and so that the bound address is
 // known before serving starts.
 type listener struct {
-	id    string
-	kind  string
-	ln    net.Listener // already wrapped with TLS for tls and wss
-	retry *retryListener
-	log   *slog.Logger
-	serve func(id string, c net.Conn) error // mochi's EstablishConnection
+	id      string
+	kind    string
+	ln      net.Listener              // already wrapped with TLS for tls and wss
+	origins []string                  // websocket: allowed browser origins
+	refused func(addr, origin string) // logs a refused origin; may be nil
+	retry   *retryListener
+	log     *slog.Logger
+	serve   func(id string, c net.Conn) error // mochi's EstablishConnection
 
 	mu      sync.Mutex
 	closing bool
@@ -50,12 +54,13 @@ func bindListener(id string, lc ListenerConfig, log *slog.Logger) (*listener, er
 	llog := log.With("listener", id, "type", lc.Type, "address", ln.Addr().String())
 	retry := newRetryListener(ln, llog)
 	return &listener{
-		id:    id,
-		kind:  lc.Type,
-		ln:    retry,
-		retry: retry,
-		log:   llog,
-		conns: map[net.Conn]struct{}{},
+		origins: lc.AllowedOrigins,
+		id:      id,
+		kind:    lc.Type,
+		ln:      retry,
+		retry:   retry,
+		log:     llog,
+		conns:   map[net.Conn]struct{}{},
 	}, nil
 }
 
@@ -65,7 +70,7 @@ func (l *listener) start(serve func(id string, c net.Conn) error) {
 	if l.kind == ListenerWebsocket {
 		up := &websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
-			CheckOrigin:  func(*http.Request) bool { return true },
+			CheckOrigin:  l.checkOrigin,
 		}
 		l.httpSrv = &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -212,4 +217,31 @@ func shutdownListeners(ls []*listener) {
 		l.stopAccepting()
 		l.closeConns()
 	}
+}
+
+// checkOrigin decides whether a websocket upgrade may proceed (see
+// ListenerConfig.AllowedOrigins). A refused request gets 403 and is logged
+// (rate-limited per address).
+func (l *listener) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	for _, o := range l.origins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	// The listener itself, addressed by IP: it serves no pages, so no
+	// browser page has this origin (a host name could be re-bound by DNS
+	// to this address, an IP cannot).
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		if h, _, err := net.SplitHostPort(u.Host); err == nil && net.ParseIP(h) != nil {
+			return true
+		}
+	}
+	if l.refused != nil {
+		l.refused(r.RemoteAddr, origin)
+	}
+	return false
 }

@@ -346,3 +346,46 @@ bridge:
 		}
 	}
 }
+
+// A web page cannot open the websocket listener: an upgrade carrying a
+// browser Origin is refused unless allowed_origins lists it; MQTT clients
+// that send no Origin are not affected.
+func TestAttackWebsocketOrigin(t *testing.T) {
+	wsPort := freePort(t)
+	cfg := fmt.Sprintf(anonHeader+`    - {type: websocket, address: "127.0.0.1:%d", allowed_origins: ["https://dashboard.example.com"]}
+`, wsPort)
+	cfg = strings.Replace(cfg, "  auth: {anonymous: true}\n", "", 1) + "  auth: {anonymous: true}\n"
+	g := startGW(t, t.TempDir(), cfg)
+	upgrade := func(origin string) string {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", wsPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		req := fmt.Sprintf("GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n", wsPort)
+		if origin != "" {
+			req += "Origin: " + origin + "\r\n"
+		}
+		if _, err := c.Write([]byte(req + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return strings.TrimSpace(line)
+	}
+	for _, tc := range []struct{ origin, want string }{
+		{"http://evil.example", "HTTP/1.1 403 Forbidden"},
+		{"http://192.168.1.50:8080", "HTTP/1.1 403 Forbidden"},
+		{"", "HTTP/1.1 101 Switching Protocols"},
+		{"https://dashboard.example.com", "HTTP/1.1 101 Switching Protocols"},
+		{fmt.Sprintf("https://127.0.0.1:%d", wsPort), "HTTP/1.1 101 Switching Protocols"}, // paho's Python client
+	} {
+		if got := upgrade(tc.origin); got != tc.want {
+			t.Errorf("Origin %q: %q, want %q", tc.origin, got, tc.want)
+		}
+	}
+	if !strings.Contains(g.log.String(), "websocket connection refused: addr=127.0.0.1:") {
+		t.Errorf("refusal not logged:\n%s", g.log.String())
+	}
+}
