@@ -199,10 +199,11 @@ type Broker struct {
 
 	ingressRejected, authFailures, aclDenied, deliveryWaits, deliveryTimeouts atomic.Int64
 
-	refusals     *keyed       // refusal log lines, per client and address (guard.go)
-	failedLogins *keyed       // failed logins, per address and username
-	connackCodes sync.Map     // net.Conn → packets.Code, the reason of a refused CONNECT
-	store        *persistHook // set by Run before serving
+	refusals     *keyed                              // refusal log lines, per client and address (guard.go)
+	failedLogins *keyed                              // failed logins, per address and username
+	connackCodes sync.Map                            // net.Conn → packets.Code, the reason of a refused CONNECT
+	store        *persistHook                        // set by Run before serving
+	owned        atomic.Pointer[map[string]struct{}] // topics owned by in-process publishers (owned.go)
 
 	pending      sync.Map     // net.Conn → func(), for connections before their CONNECT completed
 	pendingCount atomic.Int64 // their number

@@ -264,7 +264,7 @@ func (b *Broker) sessionOwner(id string) (string, bool) {
 
 // mayPublish reports whether the client may publish on topic.
 func (b *Broker) mayPublish(p *authPlan, user, clientID, topic string) bool {
-	return p.allowed(user, clientID, topic, true)
+	return p.allowed(user, clientID, topic, true) && !b.ownedDenied(p, user, clientID, topic)
 }
 
 // validTopicName reports whether t is a valid MQTT topic name (not empty,
@@ -365,9 +365,15 @@ func (g *guard) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 // at all (a wide subscription with denied parts is legitimate).
 func (b *Broker) aclCheck(cl *mqtt.Client, topic string, write bool) bool {
 	user := string(cl.Properties.Username)
-	ok := b.auth.Load().allowed(user, cl.ID, topic, write)
+	plan := b.auth.Load()
+	ok := plan.allowed(user, cl.ID, topic, write)
 	if ok && !write && strings.HasPrefix(stripShare(topic), "$fieldgate/") {
 		ok = false // see deniedWillTopic
+	}
+	if ok && write && b.ownedDenied(plan, user, cl.ID, topic) {
+		b.aclDenied.Add(1)
+		b.refusal(cl.ID, cl.Net.Remote, "publish denied by ACL", "user", user, "client", cl.ID, "topic", topic, "", "a device topic, owned by the gateway")
+		return false
 	}
 	if !ok {
 		b.aclDenied.Add(1)

@@ -174,6 +174,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	b.SetOwnedTopics(devs.OwnedTopics())
 	g.mu.Lock()
 	g.broker, g.queue, g.bridge, g.devs = b, q, br, devs
 	g.mu.Unlock()

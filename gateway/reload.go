@@ -72,6 +72,7 @@ func (g *Gateway) Reload(path string) error {
 		applied.Bridge = &bc
 	}
 	if set != nil {
+		b.SetOwnedTopics(set.OwnedTopics())
 		<-g.devRun.stop()
 		g.devRun.start(set)
 		applied.Devices = next.Devices

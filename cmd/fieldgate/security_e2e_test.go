@@ -389,3 +389,53 @@ func TestAttackWebsocketOrigin(t *testing.T) {
 		t.Errorf("refusal not logged:\n%s", g.log.String())
 	}
 }
+
+// A client allowed "myhome/#" cannot publish a device's readings or its
+// retained availability: those topics belong to the gateway. A rule that
+// names the topic exactly grants it; /set topics stay under the ACL.
+func TestAttackDeviceTopicsOwnedByGateway(t *testing.T) {
+	cfg := fmt.Sprintf(`gateway:
+  id: e2e
+  data_dir: {{data}}
+  http: {address: 127.0.0.1:{{http}}}
+broker:
+  listeners:
+    - {type: tcp, address: 127.0.0.1:{{mqtt}}}
+  auth:
+    anonymous: false
+    users:
+      - {username: alice, password_hash: %q}
+      - {username: bob, password_hash: %q}
+    acl:
+      - {username: alice, publish: ["myhome/#"], subscribe: ["myhome/#"]}
+      - {username: bob, publish: ["myhome/livingroom/demo/door"], subscribe: ["myhome/#"]}
+devices:
+  - name: demo
+    driver: sim
+    poll: 1h
+    topic: "myhome/livingroom/{device}/{point}"
+    points: [{name: temperature, sim: constant, value: 21}, {name: door, sim: constant, value: 0}]
+`, bcryptHash(t, "alice-pw"), bcryptHash(t, "bob-pw"))
+	g := startGW(t, t.TempDir(), cfg)
+	s := startSub(t, alice(g, "-t", "myhome/#", "-q", "1")...)
+	waitSubscribed(t, s, func(topic, payload string) {
+		_, _ = mosqPub(alice(g, "-q", "1", "-t", topic, "-m", payload)...)
+	}, "myhome/probe")
+	for _, v := range []string{"mqttv311", "mqttv5"} {
+		_, _ = mosqPub(alice(g, "-V", v, "-q", "0", "-t", "myhome/livingroom/demo/temperature", "-m", "spoofed-"+v)...)
+		_, _ = mosqPub(alice(g, "-V", v, "-q", "1", "-r", "-t", "myhome/livingroom/demo/availability", "-m", "spoofed-"+v)...)
+	}
+	if out, err := mosqPub(bob(g, "-q", "1", "-t", "myhome/livingroom/demo/door", "-m", "granted")...); err != nil {
+		t.Fatalf("explicitly granted publish: %v: %s", err, out)
+	}
+	eventually(t, 5*time.Second, "the explicitly granted publish", func() bool { return s.has("myhome/livingroom/demo/door granted") })
+	for _, l := range s.snapshot() {
+		if strings.Contains(l, "spoofed") {
+			t.Fatalf("a client published on a device topic: %s", l)
+		}
+	}
+	if !strings.Contains(g.log.String(), "publish denied by ACL: user=alice") ||
+		!strings.Contains(g.log.String(), "(a device topic, owned by the gateway)") {
+		t.Errorf("refusal not logged:\n%s", g.log.String())
+	}
+}
