@@ -280,6 +280,7 @@ func (c *Config) Validate() error {
 			add(p+".qos", "%d: want 0, 1 or 2", r.QoS)
 		}
 	}
+	errs = append(errs, c.loopErrors()...)
 	if c.Inflight < 1 || c.Inflight > 65535 {
 		add("inflight", "%d out of range [1, 65535]", c.Inflight)
 	}

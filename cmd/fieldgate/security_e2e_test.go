@@ -439,3 +439,38 @@ devices:
 		t.Errorf("refusal not logged:\n%s", g.log.String())
 	}
 }
+
+// check refuses a forward route whose upstream topic space overlaps a
+// subscribe route (a command loop past the local ACL) or the status topic.
+func TestCheckRefusesRouteLoops(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fieldgate.yaml")
+	cfg := `gateway:
+  id: w
+  data_dir: ` + filepath.Join(dir, "data") + `
+broker:
+  listeners: [{type: tcp, address: "127.0.0.1:1883"}]
+  auth: {anonymous: true}
+bridge:
+  upstream: {url: "mqtt://127.0.0.1:1884", protocol: "3.1.1"}
+  forward:
+    - {filter: "#", prefix: "sites/{gateway}/", qos: 1}
+  subscribe:
+    - {filter: "sites/{gateway}/cmd/#", strip_prefix: "sites/{gateway}/cmd/"}
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runBin(t, "", "check", "--config", path)
+	if code != exitConfig {
+		t.Fatalf("exit %d, want %d: %s%s", code, exitConfig, out, errOut)
+	}
+	for _, want := range []string{
+		`bridge.forward[0].filter (line 10): forwards to "sites/{gateway}/#" upstream, which overlaps subscribe[0].filter "sites/{gateway}/cmd/#"`,
+		`which includes the status topic "sites/{gateway}/status"`,
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("missing %q in:\n%s", want, errOut)
+		}
+	}
+}
