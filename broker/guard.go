@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -303,7 +304,7 @@ func (g *guard) ID() string { return "fieldgate-guard" }
 
 func (g *guard) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPacketEncode, mqtt.OnSubscribed, mqtt.OnSessionEstablish:
+	case mqtt.OnPacketEncode, mqtt.OnPacketRead, mqtt.OnSubscribed, mqtt.OnSessionEstablish:
 		return true
 	}
 	return false
@@ -414,4 +415,98 @@ func (b *Broker) dropDenied(cl *mqtt.Client) {
 		b.refusal(cl.ID, cl.Net.Remote, "queued messages denied by ACL",
 			"user", user, "client", cl.ID, "count", strconv.Itoa(n), "", "dropped from the resumed session")
 	}
+}
+
+// maxRetainedTopic is the longest topic a retained message may have: the
+// store (bbolt) cannot hold a longer key, so it would be acknowledged and
+// then lost at the next restart.
+const maxRetainedTopic = 32000
+
+// OnPacketRead checks what mochi lets through although MQTT calls it
+// malformed or a protocol error (the connection is then closed, without a
+// CONNACK for a CONNECT, and a line is logged, rate-limited):
+//
+//   - CONNECT: a will QoS without the will flag [MQTT-3.1.2-11], a will
+//     topic with wildcards or that is empty, a password without a username
+//     in 3.1.1 [MQTT-3.1.2-22];
+//   - PUBLISH: a topic with wildcards [MQTT-3.3.2-2], a retained message
+//     whose topic is too long to store;
+//   - SUBSCRIBE: an empty filter [MQTT-4.7.3-1], retain handling 3, No
+//     Local on a shared subscription [MQTT-3.8.3-4];
+//   - any of them: a string with U+0000 or that is not UTF-8 [MQTT-1.5.3-1]
+//     [MQTT-1.5.3-2].
+//
+// A QoS 1/2 publish to $SYS/… is acknowledged (MQTT 5: reason 0x87) and
+// dropped; mochi dropped it without an acknowledgement, so the client
+// waited for one forever.
+func (g *guard) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	var bad string
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		c := &pk.Connect
+		switch {
+		case !c.WillFlag && c.WillQos != 0:
+			bad = "will QoS without a will"
+		case c.WillFlag && !validTopicName(c.WillTopic) && pk.ProtocolVersion < 5: // MQTT 5: CONNACK 0x90 (login)
+			bad = "will topic is not a valid topic name"
+		case pk.ProtocolVersion < 5 && c.PasswordFlag && !c.UsernameFlag:
+			bad = "password without a user name"
+		case !goodString(c.ClientIdentifier) || !goodString(string(c.Username)) || !goodString(c.WillTopic):
+			bad = "string with U+0000 or not UTF-8"
+		}
+	case packets.Publish:
+		switch {
+		case strings.ContainsAny(pk.TopicName, "+#"):
+			bad = "wildcard in a topic name"
+		case !goodString(pk.TopicName):
+			bad = "topic with U+0000 or not UTF-8"
+		case pk.FixedHeader.Retain && len(pk.TopicName) > maxRetainedTopic:
+			bad = fmt.Sprintf("retained message with a %d-byte topic (at most %d can be stored)", len(pk.TopicName), maxRetainedTopic)
+		case pk.FixedHeader.Qos > 0 && len(pk.TopicName) >= 4 && strings.EqualFold(pk.TopicName[:4], "$SYS"):
+			g.b.aclDenied.Add(1)
+			g.b.refusal(cl.ID, cl.Net.Remote, "publish denied", "user", string(cl.Properties.Username), "client", cl.ID, "topic", pk.TopicName, "", "$SYS topics are the broker's")
+			ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
+			if pk.FixedHeader.Qos == 2 {
+				ack.FixedHeader.Type = packets.Pubrec
+			}
+			if cl.Properties.ProtocolVersion == 5 {
+				ack.ReasonCode = packets.ErrNotAuthorized.Code
+				if pk.FixedHeader.Qos == 2 {
+					ack.FixedHeader.Type = packets.Pubrec // a reason ≥ 0x80 ends the QoS 2 flow
+				}
+			}
+			_ = cl.WritePacket(ack)
+			return pk, nil // mochi drops a $SYS publish
+		}
+	case packets.Subscribe:
+		for _, f := range pk.Filters {
+			switch {
+			case f.Filter == "":
+				bad = "empty topic filter"
+			case !goodString(f.Filter):
+				bad = "topic filter with U+0000 or not UTF-8"
+			case f.RetainHandling > 2:
+				bad = "retain handling 3"
+			case f.NoLocal && strings.HasPrefix(strings.ToLower(f.Filter), "$share/"):
+				bad = "No Local on a shared subscription"
+			}
+		}
+	case packets.Unsubscribe:
+		for _, f := range pk.Filters {
+			if f.Filter == "" || !goodString(f.Filter) {
+				bad = "empty topic filter, U+0000 or not UTF-8"
+			}
+		}
+	}
+	if bad == "" {
+		return pk, nil
+	}
+	g.b.refusal(cl.ID, cl.Net.Remote, "malformed packet, connection closed",
+		"client", cl.ID, "addr", cl.Net.Remote, "packet", packets.PacketNames[pk.FixedHeader.Type], "", bad)
+	return pk, packets.ErrRejectPacket
+}
+
+// goodString reports whether s is valid UTF-8 without U+0000.
+func goodString(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }

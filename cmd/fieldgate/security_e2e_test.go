@@ -474,3 +474,80 @@ bridge:
 		}
 	}
 }
+
+// Malformed CONNECT, PUBLISH and SUBSCRIBE packets that mochi accepted are
+// refused: the connection is closed without a positive acknowledgement.
+func TestAttackMalformedPackets(t *testing.T) {
+	g := startGW(t, t.TempDir(), anonHeader)
+	conn := func(t *testing.T) *rawConn {
+		rc := dialMQTT(t, g.mqttPort)
+		if _, code := rc.connack(connectOpts{clientID: "m", clean: true}); code != 0 {
+			t.Fatalf("CONNACK %#x", code)
+		}
+		return rc
+	}
+	rawConnect := func(flags byte, payload ...string) []byte {
+		body := append(mqttStr("MQTT"), 4, flags, 0, 60)
+		for _, p := range payload {
+			body = append(body, mqttStr(p)...)
+		}
+		return mqttPacket(0x10, body)
+	}
+	for _, tc := range []struct {
+		name    string
+		connect bool // the packet is the CONNECT itself
+		pkt     []byte
+	}{
+		{"will QoS without will flag", true, rawConnect(0x02|0x08, "c1")},
+		{"wildcard will topic", true, connectPacket(connectOpts{clientID: "c2", clean: true, willTopic: "a/+/b"})},
+		{"password without user name", true, rawConnect(0x02|0x40, "c3", "pw")},
+		{"NUL in client id", true, rawConnect(0x02, "c\x004")},
+		{"client id not UTF-8", true, rawConnect(0x02, "c\xff5")},
+		{"wildcard in publish topic", false, publishPacket(false, "a/#", 1, false, 1, []byte("x"))},
+		{"NUL in publish topic", false, publishPacket(false, "a\x00b", 1, false, 1, []byte("x"))},
+		{"retained with a 40000-byte topic", false, publishPacket(false, strings.Repeat("t", 40000), 1, true, 1, []byte("x"))},
+		{"empty subscription filter", false, subscribePacket(false, "", 1)},
+		{"subscription filter not UTF-8", false, subscribePacket(false, "a/\xfe", 1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var rc *rawConn
+			if tc.connect {
+				rc = dialMQTT(t, g.mqttPort)
+			} else {
+				rc = conn(t)
+			}
+			rc.send(tc.pkt)
+			h, body, err := rc.read(5 * time.Second)
+			if err == nil {
+				t.Fatalf("the server answered %#x %x instead of closing the connection", h, body)
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the connection stayed open")
+			}
+		})
+	}
+	if !strings.Contains(g.log.String(), "malformed packet, connection closed") {
+		t.Errorf("not logged:\n%s", g.log.String())
+	}
+}
+
+// A QoS 1 publish to $SYS/… is acknowledged (and dropped), both protocol
+// versions; MQTT 5 gets reason 0x87.
+func TestAttackSysPublishGetsPuback(t *testing.T) {
+	g := startGW(t, t.TempDir(), anonHeader)
+	for _, v5 := range []bool{false, true} {
+		rc := dialMQTT(t, g.mqttPort)
+		if _, code := rc.connack(connectOpts{v5: v5, clientID: fmt.Sprint("sys", v5), clean: true}); code != 0 {
+			t.Fatalf("CONNACK %#x", code)
+		}
+		rc.send(publishPacket(v5, "$SYS/broker/uptime", 1, false, 7, []byte("0")))
+		h, body, err := rc.read(5 * time.Second)
+		if err != nil || h != 0x40 || body[0] != 0 || body[1] != 7 {
+			t.Fatalf("v5=%v: want PUBACK for packet 7, got %#x %x %v", v5, h, body, err)
+		}
+		if v5 && (len(body) < 3 || body[2] != 0x87) {
+			t.Errorf("MQTT 5 PUBACK reason: %x, want 0x87", body)
+		}
+	}
+}
