@@ -228,7 +228,9 @@ func (b *Bridge) IngestAsync(m Message) (*Ingestion, error) {
 		if !match(r.filter, m.Topic) {
 			continue
 		}
-		if len(r.prefix)+len(m.Topic) > 65535 {
+		if len(r.prefix)+len(m.Topic) > 65535 || isStatusTopic(r.prefix, m.Topic, b.status) {
+			// Too long for MQTT, or the status topic, which only the
+			// bridge publishes (a local client could spoof the status).
 			b.st.dropInvalid.Add(1)
 			continue
 		}

@@ -11,11 +11,10 @@ import (
 // receives back as a command, published locally by the gateway — past the
 // local ACL (a 3.1.1 upstream has no No Local; MQTT 5 subscriptions use it,
 // but a second gateway or a cluster node would still echo the message).
-// The same holds for the status topic, which a local client could then
-// spoof. loopErrors rejects such pairs.
+// loopErrors rejects such pairs. (The status topic is protected in
+// IngestAsync instead: forwarding everything is a common, valid route.)
 func (c *Config) loopErrors() []error {
 	var errs []error
-	status := c.Upstream.StatusTopic
 	for i, f := range c.Forward {
 		space := f.Prefix + f.Filter
 		for j, s := range c.Subscribe {
@@ -23,14 +22,6 @@ func (c *Config) loopErrors() []error {
 				errs = append(errs, &FieldError{Path: fmt.Sprintf("forward[%d].filter", i), Msg: fmt.Sprintf(
 					"forwards to %q upstream, which overlaps subscribe[%d].filter %q: a local client could publish there and have the message come back as a command, past the local ACL; narrow the filter or change the prefix",
 					space, j, s.Filter)})
-			}
-		}
-		for _, st := range []string{status, status + "/bridge"} {
-			if st != "" && filtersOverlap(space, st) {
-				errs = append(errs, &FieldError{Path: fmt.Sprintf("forward[%d].filter", i), Msg: fmt.Sprintf(
-					"forwards to %q upstream, which includes the status topic %q: a local client could spoof the gateway's status; narrow the filter or change the prefix",
-					space, st)})
-				break
 			}
 		}
 	}
@@ -54,4 +45,25 @@ func filtersOverlap(a, b string) bool {
 			return false
 		}
 	}
+}
+
+// isStatusTopic reports whether prefix+topic is the status topic or below
+// it, without building the string.
+func isStatusTopic(prefix, topic, status string) bool {
+	n := len(prefix) + len(topic)
+	if n < len(status) {
+		return false
+	}
+	at := func(i int) byte {
+		if i < len(prefix) {
+			return prefix[i]
+		}
+		return topic[i-len(prefix)]
+	}
+	for i := 0; i < len(status); i++ {
+		if at(i) != status[i] {
+			return false
+		}
+	}
+	return n == len(status) || at(len(status)) == '/'
 }

@@ -25,3 +25,22 @@ func TestFiltersOverlap(t *testing.T) {
 		}
 	}
 }
+
+func TestIsStatusTopic(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, topic string
+		want          bool
+	}{
+		{"", "sites/g/status", true},
+		{"sites/g/", "status", true},
+		{"sites/g/", "status/bridge", true},
+		{"sites/", "g/status", true},
+		{"sites/g/", "statusx", false},
+		{"sites/g/", "stat", false},
+		{"sites/g/", "myhome/status", false},
+	} {
+		if got := isStatusTopic(tc.prefix, tc.topic, "sites/g/status"); got != tc.want {
+			t.Errorf("isStatusTopic(%q, %q) = %v, want %v", tc.prefix, tc.topic, got, tc.want)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -467,7 +468,6 @@ bridge:
 	}
 	for _, want := range []string{
 		`bridge.forward[0].filter (line 10): forwards to "sites/{gateway}/#" upstream, which overlaps subscribe[0].filter "sites/{gateway}/cmd/#"`,
-		`which includes the status topic "sites/{gateway}/status"`,
 	} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("missing %q in:\n%s", want, errOut)
@@ -548,6 +548,32 @@ func TestAttackSysPublishGetsPuback(t *testing.T) {
 		}
 		if v5 && (len(body) < 3 || body[2] != 0x87) {
 			t.Errorf("MQTT 5 PUBACK reason: %x, want 0x87", body)
+		}
+	}
+}
+
+// A FIFO as the configuration made check hang; an oversized file was read
+// whole. Both are refused at once with a clear error.
+func TestCheckRefusesFifoAndHugeConfig(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge.yaml")
+	if err := os.WriteFile(huge, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(huge, 17<<20); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{fifo, "not a regular file"},
+		{huge, "more than the 16 MiB a configuration may have"},
+	} {
+		_, errOut, code := runBin(t, "", "check", "--config", tc.path)
+		if code != exitConfig || !strings.Contains(errOut, tc.want) {
+			t.Errorf("check %s: exit %d, %q; want exit %d and %q", filepath.Base(tc.path), code, errOut, exitConfig, tc.want)
 		}
 	}
 }
