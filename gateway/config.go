@@ -3,10 +3,12 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/fieldgate/fieldgate/bridge"
@@ -210,11 +212,44 @@ func joinPath(section, rel string) string {
 // Load reads, decodes, defaults and validates the configuration file. On
 // any problem it returns a *ConfigError listing all of them with their lines.
 func Load(path string, drivers map[string]devices.Driver) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data, drivers)
+}
+
+// MaxConfigSize bounds the configuration file: a larger one is refused
+// before it is read. 16 MiB holds some 200,000 devices.
+const MaxConfigSize = 16 << 20
+
+// readConfig reads a regular file of at most MaxConfigSize bytes. A FIFO,
+// a device or a directory is refused before anything is read from it
+// (reading a FIFO blocks until a writer comes).
+func readConfig(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data, drivers)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read config %s: not a regular file (%s)", path, st.Mode().Type())
+	}
+	if st.Size() > MaxConfigSize {
+		return nil, fmt.Errorf("read config %s: %d bytes, more than the %d MiB a configuration may have", path, st.Size(), MaxConfigSize>>20)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > MaxConfigSize {
+		return nil, fmt.Errorf("read config %s: more than the %d MiB a configuration may have", path, MaxConfigSize>>20)
+	}
+	return data, nil
 }
 
 // Parse is Load for configuration text already read; name is used in errors.
@@ -232,8 +267,7 @@ func Parse(name string, data []byte, drivers map[string]devices.Driver) (*Config
 		bad[p.Path] = true
 	}
 	// `max_age: 0` means "keep forever"; an absent key means the default.
-	_, written := pos.lines["bridge.buffer.max_age"]
-	keepForever := written && cfg.Bridge != nil && cfg.Bridge.Buffer.MaxAge == 0
+	keepForever := cfg.Bridge != nil && cfg.Bridge.Buffer.MaxAge == 0 && pos.written("bridge.buffer.max_age")
 	cfg.Defaults()
 	if keepForever {
 		cfg.Bridge.Buffer.MaxAge = 0

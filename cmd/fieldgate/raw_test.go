@@ -5,7 +5,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -186,23 +185,6 @@ func (rc *rawConn) connack(o connectOpts) (present bool, code byte) {
 		rc.t.Fatalf("want CONNACK, got header %#x body %x", h, body)
 	}
 	return body[0]&1 == 1, body[1]
-}
-
-// closed reports whether the server closes the connection within timeout
-// (packets received meanwhile are skipped).
-func (rc *rawConn) closed(timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		_, _, err := rc.read(time.Until(deadline))
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return false
-		}
-		if err != nil {
-			return true
-		}
-	}
-	return false
 }
 
 // nextPublish returns the topic and payload of the next PUBLISH within
