@@ -14,16 +14,17 @@ import (
 // limits.connect_timeout (a read deadline, replaced by the keepalive once
 // the CONNECT is read); at most limits.max_pending_connections of them
 // exist at once; and one remote address may open limits.connect_rate
-// connections per second (bursts of twice that). A connection beyond a
-// limit is closed at once, before anything is read from it, and logged
-// (rate-limited per address).
+// connections per second (bursts of twice that) — except 127.0.0.1 and
+// ::1, the gateway's own processes (scripts running mosquitto_pub in a loop).
+// A connection beyond a limit is closed at once, before anything is read
+// from it, and logged (rate-limited per address).
 
 // admit counts c as pending, or closes it when a limit is reached. release
 // ends the pending state (idempotent through connected).
 func (b *Broker) admit(c net.Conn) (release func(), ok bool) {
 	addr := c.RemoteAddr().String()
 	host := hostOf(addr)
-	if allowed, _ := b.connRate.allow(host); !allowed {
+	if allowed, _ := b.connRate.allow(host); !allowed && host != "127.0.0.1" && host != "::1" {
 		_ = c.Close()
 		b.refusal("", addr, "connection refused", "addr", addr, "", "over limits.connect_rate: "+strconv.Itoa(b.cfg.Limits.ConnectRate)+" new connections per second from this address")
 		return nil, false

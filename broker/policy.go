@@ -366,7 +366,7 @@ func (h *policy) reject(cl *mqtt.Client, pk packets.Packet, err error) error {
 		// unacknowledged so the client re-sends after reconnecting. Closing
 		// the socket (not cl.Stop) makes mochi see an abnormal disconnect
 		// and publish the will.
-		h.b.log.Warn("closing MQTT 3.1.1 connection: publish refused by ingress", "client", cl.ID, "topic", pk.TopicName, "error", err)
+		h.b.refusal(cl.ID, cl.Net.Remote, "closing MQTT 3.1.1 connection: publish refused by ingress", "client", cl.ID, "topic", pk.TopicName, "", err.Error())
 		if cl.Net.Conn != nil {
 			_ = cl.Net.Conn.Close()
 		}

@@ -107,17 +107,20 @@ type Queue struct {
 	life   sync.RWMutex
 	tuning tuning
 	// ackLimit is ackMemLimit (lowered by tests).
-	ackLimit  int
-	reclaim   uint64    // records removed since the last DropPrefix (under wmu)
-	freeCheck freeCheck // the last statfs of the store (under wmu)
+	ackLimit   int
+	reclaim    uint64       // records removed since the last DropPrefix (under wmu)
+	freeCheck  freeCheck    // the last statfs of the store (under wmu)
+	dirID      dirID        // the directory opened (see checkDir)
+	checkDirFn func() error // replaces the directory check in tests
 
-	mu       sync.Mutex
-	nearFull bool                // logged "near full", not yet drained below the clear level (under mu)
-	diskFull bool                // appends refused for lack of disk space (under mu)
-	st       meta                // persisted state, changed under wmu and mu
-	acked    map[uint64]struct{} // acked but not yet deleted (seq > st.head)
-	closed   bool
-	stats    counters
+	mu         sync.Mutex
+	nearFull   bool                // logged "near full", not yet drained below the clear level (under mu)
+	diskFull   bool                // appends refused for lack of disk space (under mu)
+	unwritable error               // why appends are refused for an unwritable directory (under mu), see dircheck.go
+	st         meta                // persisted state, changed under wmu and mu
+	acked      map[uint64]struct{} // acked but not yet deleted (seq > st.head)
+	closed     bool
+	stats      counters
 
 	// ackedTo: every record with seq in (st.head, ackedTo] is acked (under
 	// mu). In-order acks, the drain's case, only move it; acked holds the
@@ -437,6 +440,14 @@ func (q *Queue) write(batch []*appendReq) bool {
 		}
 		return false
 	}
+	if problem := q.checkDir(); problem != nil {
+		for _, r := range batch {
+			r.err = unwritableErr(q.dir, problem)
+		}
+		q.noteDir(problem)
+		return false
+	}
+	q.noteDir(nil)
 	if free, err := q.freeSpace(batch); err == nil && free < DiskReserve {
 		for _, r := range batch {
 			r.err = fmt.Errorf("buffer: append: %d MiB free in %s, %d MiB kept for the store: %w", free>>20, q.dir, DiskReserve>>20, ErrDiskFull)

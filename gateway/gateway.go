@@ -107,9 +107,12 @@ func New(cfg *Config, drivers map[string]devices.Driver, log *slog.Logger) (*Gat
 // is open.
 func (g *Gateway) Ready() bool {
 	g.mu.Lock()
-	ready, b := g.ready, g.broker
+	ready, b, q := g.ready, g.broker, g.queue
 	g.mu.Unlock()
 	if !ready || b == nil {
+		return false
+	}
+	if q != nil && q.Unwritable() != nil {
 		return false
 	}
 	_, _, down := b.ListenerDown()
@@ -346,7 +349,7 @@ func (s stored) Err() error { return ingressErr(s.Ingestion.Err()) }
 
 // ingressErr maps a full buffer or disk to the broker's quota error.
 func ingressErr(err error) error {
-	if errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrDiskFull) {
+	if errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrDiskFull) || errors.Is(err, buffer.ErrUnwritable) {
 		return broker.ErrQuotaExceeded // MQTT 5: 0x97; 3.1.1: closed without an ack
 	}
 	return err

@@ -229,13 +229,15 @@ func TestAttackConnectionsWithoutConnect(t *testing.T) {
 }
 
 // One address opening connections faster than limits.connect_rate has the
-// excess closed at once.
+// excess closed at once; 127.0.0.1 is exempt.
 func TestAttackConnectionRatePerAddress(t *testing.T) {
 	g := startGW(t, t.TempDir(), anonHeader+`  limits: {connect_rate: 5}
 `)
 	var conns []net.Conn
+	// From 127.0.0.2: 127.0.0.1, the gateway's own processes, is exempt.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
 	for range 40 {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.mqttPort))
+		c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.mqttPort))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -575,5 +577,47 @@ func TestCheckRefusesFifoAndHugeConfig(t *testing.T) {
 		if code != exitConfig || !strings.Contains(errOut, tc.want) {
 			t.Errorf("check %s: exit %d, %q; want exit %d and %q", filepath.Base(tc.path), code, errOut, exitConfig, tc.want)
 		}
+	}
+}
+
+// A data directory deleted under the running gateway: publishes are refused
+// as on a full disk (MQTT 5 0x97, 3.1.1 closed without an ack), one log
+// line, /readyz fails, the process keeps running.
+func TestAttackDataDirDeleted(t *testing.T) {
+	need(t, "mosquitto_pub")
+	dir := t.TempDir()
+	g := startGW(t, dir, bridgeConfig(freePort(t), ""))
+	pub := func(version, payload string) (string, error) {
+		return mosqPub("-h", "127.0.0.1", "-p", fmt.Sprint(g.mqttPort), "-V", version, "-q", "1", "-t", "myhome/seq", "-m", payload)
+	}
+	if out, err := pub("mqttv5", "stored"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		if out, _ := pub("mqttv5", fmt.Sprint("refused-", i)); !strings.Contains(out, "Quota exceeded") {
+			t.Fatalf("MQTT 5 publish into a deleted data dir: want a negative PUBACK (quota exceeded), got %q", out)
+		}
+	}
+	if out, err := pub("mqttv311", "refused"); err == nil {
+		t.Errorf("MQTT 3.1.1 publish into a deleted data dir was acknowledged: %q", out)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", g.httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with a deleted data dir: %d, want 503", resp.StatusCode)
+	}
+	select {
+	case <-g.done:
+		t.Fatalf("fieldgate exited:\n%s", g.log.String())
+	default:
+	}
+	if n := strings.Count(g.log.String(), "data directory cannot be written"); n != 1 {
+		t.Errorf("logged %d times, want once:\n%s", n, g.log.String())
 	}
 }
