@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 type lockedLog struct {
@@ -73,5 +74,47 @@ func TestAppendRefusedWhileDirUnwritable(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "before,after" {
 		t.Errorf("records %v, want before,after", got)
+	}
+}
+
+// Free space hovering around DiskReserve does not flap: once appends are
+// refused they resume only with DiskReserve+diskHysteresis free, and the
+// refusal is logged once.
+func TestDiskFullHysteresis(t *testing.T) {
+	var logs lockedLog
+	q, err := Open(t.TempDir(), testConfig(), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	var mu sync.Mutex
+	free := uint64(DiskReserve + 1<<30)
+	q.freeSpaceFn = func(string) (uint64, error) { mu.Lock(); defer mu.Unlock(); return free, nil }
+	set := func(v uint64) {
+		mu.Lock()
+		free = v
+		mu.Unlock()
+		time.Sleep(2 * freeCheckInterval) // past the statfs cache
+	}
+	appendErr := func() error { _, err := q.Append(t.Context(), []byte("x")); return err }
+	if err := appendErr(); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		set(DiskReserve - 1)
+		if err := appendErr(); !errors.Is(err, ErrDiskFull) {
+			t.Fatalf("below the reserve: %v, want ErrDiskFull", err)
+		}
+		set(DiskReserve + 1)
+		if err := appendErr(); !errors.Is(err, ErrDiskFull) {
+			t.Fatalf("just above the reserve after being full: %v, want ErrDiskFull (hysteresis)", err)
+		}
+	}
+	set(DiskReserve + diskHysteresis + 1)
+	if err := appendErr(); err != nil {
+		t.Fatalf("with the reserve and the hysteresis free: %v", err)
+	}
+	if n := strings.Count(logs.String(), "disk full"); n != 1 {
+		t.Errorf("disk full logged %d times, want once:\n%s", n, logs.String())
 	}
 }

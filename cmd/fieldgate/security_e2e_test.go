@@ -621,3 +621,48 @@ func TestAttackDataDirDeleted(t *testing.T) {
 		t.Errorf("logged %d times, want once:\n%s", n, g.log.String())
 	}
 }
+
+// The ops endpoint closes idle keep-alive connections.
+func TestOpsClosesIdleConnections(t *testing.T) {
+	g := startGW(t, t.TempDir(), anonHeader)
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := r.ReadByte(); err == nil {
+		t.Fatal("unexpected data on an idle connection")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("an idle keep-alive connection to the ops endpoint was kept open for 30s")
+	}
+}
+
+// poll: 1ns spun a core; a poll shorter than 10ms is refused.
+func TestCheckRefusesTinyPoll(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fieldgate.yaml")
+	cfg := `gateway: {id: w, data_dir: ` + filepath.Join(dir, "data") + `}
+broker:
+  listeners: [{type: tcp, address: "127.0.0.1:1883"}]
+  auth: {anonymous: true}
+devices:
+  - {name: d, driver: sim, poll: 1ns, topic: "a/{device}/{point}", points: [{name: p, sim: constant, value: 1}]}
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runBin(t, "", "check", "--config", path)
+	if code != exitConfig || !strings.Contains(errOut, "devices[0].poll (line 6): must be at least 10ms, got 1ns") {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+}
