@@ -199,7 +199,8 @@ type Broker struct {
 
 	ingressRejected, authFailures, aclDenied, deliveryWaits, deliveryTimeouts atomic.Int64
 
-	refusals     *keyed                              // refusal log lines, per client and address (guard.go)
+	refusals     *keyed                              // refusal log lines, per client (guard.go)
+	refusalsAddr *keyed                              // and per remote address
 	failedLogins *keyed                              // failed logins, per address and username
 	connackCodes sync.Map                            // net.Conn → packets.Code, the reason of a refused CONNECT
 	store        *persistHook                        // set by Run before serving
@@ -240,6 +241,7 @@ func New(cfg Config, opts Options) (*Broker, error) {
 		stopping: make(chan struct{}),
 
 		refusals:     newKeyed(rate.Every(logEvery), logBurst, 10000),
+		refusalsAddr: newKeyed(addrLogRate, addrLogBurst, 10000),
 		failedLogins: newKeyed(rate.Every(loginEvery), loginBurst, 10000),
 		connRate:     newKeyed(rate.Limit(cfg.Limits.ConnectRate), 2*cfg.Limits.ConnectRate, 10000),
 	}
@@ -662,7 +664,7 @@ func (w *loopWatch) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == loopHaltedMsg {
 		w.once.Do(func() { close(w.halted) })
 	}
-	if r.Level == slog.LevelInfo || r.Message == mqtt.ErrMinimumKeepalive.Error() {
+	if r.Level == slog.LevelInfo || r.Message == mqtt.ErrMinimumKeepalive.Error() || deniedByACL(r) {
 		r.Level = slog.LevelDebug
 	}
 	if !w.Handler.Enabled(ctx, r.Level) {
@@ -693,6 +695,20 @@ func (w *loopWatch) Handle(ctx context.Context, r slog.Record) error {
 		}
 	}
 	return w.Handler.Handle(ctx, out)
+}
+
+// deniedByACL reports mochi's line for a connection it ends after an ACL
+// refusal, which the policy has logged already.
+func deniedByACL(r slog.Record) bool {
+	denied := false
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "error" && a.Value.String() == packets.ErrNotAuthorized.Reason {
+			denied = true
+			return false
+		}
+		return true
+	})
+	return denied
 }
 
 func (w *loopWatch) WithAttrs(a []slog.Attr) slog.Handler {

@@ -96,20 +96,23 @@ func (k *keyed) take(key string) {
 	k.entry(key, now).lim.AllowN(now, 1)
 }
 
-// Refusal log lines are rate-limited per client id and per remote address:
-// logBurst lines at once, then one per logEvery; the next line that goes out
-// says how many were left out.
+// Refusal log lines are rate-limited per client id — logBurst lines at
+// once, then one per logEvery — and per remote address, where many clients
+// may share one (addrLogBurst at once, then addrLogRate a second); the next
+// line that goes out says how many were left out.
 const (
-	logEvery = 10 * time.Second
-	logBurst = 5
+	logEvery     = 10 * time.Second
+	logBurst     = 5
+	addrLogBurst = 30
+	addrLogRate  = 2
 )
 
 // refusal logs one line for a refused client action, rate-limited per
 // client and per address (see logEvery). The line is the message followed by
 // the fields, key=value, values quoted when needed; it never holds a payload.
 func (b *Broker) refusal(client, addr, msg string, fields ...string) {
-	ok1, n1 := b.refusals.allow("c:" + client)
-	ok2, n2 := b.refusals.allow("a:" + hostOf(addr))
+	ok1, n1 := b.refusals.allow(client)
+	ok2, n2 := b.refusalsAddr.allow(hostOf(addr))
 	if !ok1 || !ok2 {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -664,5 +665,86 @@ devices:
 	_, errOut, code := runBin(t, "", "check", "--config", path)
 	if code != exitConfig || !strings.Contains(errOut, "devices[0].poll (line 6): must be at least 10ms, got 1ns") {
 		t.Errorf("exit %d: %s", code, errOut)
+	}
+}
+
+// Refusals give one readable line each — a failed login, a publish the ACL
+// denies (every QoS, both protocol versions), a denied subscription — and
+// a client retrying in a loop cannot flood the log.
+func TestRefusalsLoggedRateLimited(t *testing.T) {
+	need(t, "mosquitto_pub", "mosquitto_sub")
+	g := startGW(t, t.TempDir(), authConfig(t))
+	for _, v := range []string{"mqttv311", "mqttv5"} {
+		for _, q := range []string{"0", "1", "2"} {
+			_, _ = mosqPub(bob(g, "-V", v, "-q", q, "-i", "bob-"+v+"-"+q, "-t", "myhome/forbidden", "-m", "x")...)
+		}
+	}
+	s := startSub(t, bob(g, "-i", "bob-sub", "-t", "secret/#", "-W", "2")...)
+	<-s.done
+	if _, err := mosqPub("-h", "127.0.0.1", "-p", fmt.Sprint(g.mqttPort), "-u", "alice", "-P", "wrong", "-i", "guesser", "-t", "x", "-m", "x"); err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+	eventually(t, 5*time.Second, "the refusal lines", func() bool {
+		log := g.log.String()
+		for _, v := range []string{"mqttv311", "mqttv5"} {
+			for _, q := range []string{"0", "1", "2"} {
+				if !strings.Contains(log, "publish denied by ACL: user=bob client=bob-"+v+"-"+q+" topic=myhome/forbidden") {
+					return false
+				}
+			}
+		}
+		return strings.Contains(log, "subscription denied by ACL: user=bob client=bob-sub filter=secret/#") &&
+			strings.Contains(log, "login failed: user=alice client=guesser addr=127.0.0.1:") && strings.Contains(log, "(bad password)")
+	})
+
+	// A device retrying a denied publish in a loop: 5 lines, then one per 10s.
+	rc := dialMQTT(t, g.mqttPort)
+	if _, code := rc.connack(connectOpts{v5: true, clientID: "looper", clean: true, user: "bob", pass: "bob-pw"}); code != 0 {
+		t.Fatalf("CONNACK %#x", code)
+	}
+	for i := range 200 {
+		rc.send(publishPacket(true, "myhome/forbidden", 1, false, uint16(i+1), []byte("x")))
+	}
+	eventually(t, 5*time.Second, "the looping client's acknowledgements", func() bool {
+		return strings.Contains(g.log.String(), "client=looper")
+	})
+	time.Sleep(500 * time.Millisecond)
+	if n := strings.Count(g.log.String(), "client=looper"); n > logBurstForTest {
+		t.Errorf("%d log lines for 200 denied publishes of one client, want at most %d", n, logBurstForTest)
+	}
+}
+
+// logBurstForTest is the broker's per-client burst of refusal lines.
+const logBurstForTest = 5
+
+// Protocol errors are logged without the packet (payload included), at
+// most a few lines per client; a short keepalive is not warned about
+// before authentication.
+func TestProtocolErrorsDoNotFloodLog(t *testing.T) {
+	g := startGW(t, t.TempDir(), anonHeader)
+	payload := []byte(strings.Repeat("SECRETPAYLOAD", 1000))
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	for i := range 60 {
+		c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.mqttPort))
+		if err != nil {
+			continue // refused by connect_rate
+		}
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		_, _ = c.Write(connectPacket(connectOpts{clientID: "bad", clean: true, keepalive: 1}))
+		// QoS 1 PUBLISH with packet id 0: a protocol error.
+		_, _ = c.Write(publishPacket(false, fmt.Sprint("t/", i), 1, false, 0, payload))
+		_, _ = io.Copy(io.Discard, c)
+		c.Close()
+	}
+	time.Sleep(300 * time.Millisecond)
+	log := g.log.String()
+	if strings.Contains(log, "SECRETPAYLOAD") {
+		t.Fatal("a payload reached the log")
+	}
+	if strings.Contains(log, "keepalive is below minimum") {
+		t.Error("the pre-authentication keepalive warning is still logged at info level")
+	}
+	if n := strings.Count(log, "\n"); n > 40 {
+		t.Errorf("%d log lines (%d bytes) for 60 bad packets from one address", n, len(log))
 	}
 }
