@@ -50,7 +50,37 @@ type DeviceConfig struct {
 	Payload   string            `yaml:"payload"`   // json (default) | value
 	Heartbeat time.Duration     `yaml:"heartbeat"` // re-publish unchanged values at least this often; 0 = never
 
+	// Description of the hardware, for integrations (Home Assistant's
+	// device registry); the pollers ignore them.
+	Manufacturer  string               `yaml:"manufacturer"`
+	Model         string               `yaml:"model"`
+	HomeAssistant *HomeAssistantDevice `yaml:"homeassistant"`
+
 	Points []PointConfig `yaml:"points"`
+}
+
+// HomeAssistantDevice adjusts how a device appears in Home Assistant
+// (integrations.homeassistant). The pollers ignore it; the integration
+// validates it.
+type HomeAssistantDevice struct {
+	Enabled *bool  `yaml:"enabled"` // false: no Home Assistant device or entities (default true)
+	Name    string `yaml:"name"`    // device name shown in Home Assistant (default: the device's name)
+	Area    string `yaml:"area"`    // suggested_area
+}
+
+// HomeAssistantPoint adjusts a point's Home Assistant entity. Empty fields
+// keep what the integration derives from the point (type, writable, unit).
+// The pollers ignore it; the integration validates it.
+type HomeAssistantPoint struct {
+	Enabled     *bool    `yaml:"enabled"`      // false: no entity for this point (default true)
+	Component   string   `yaml:"component"`    // sensor | binary_sensor | number | switch
+	Name        string   `yaml:"name"`         // entity name (default: the point's name)
+	DeviceClass string   `yaml:"device_class"` // "none" drops the derived one
+	StateClass  string   `yaml:"state_class"`  // measurement | total | total_increasing | none
+	Unit        string   `yaml:"unit"`         // unit_of_measurement (default: the point's unit)
+	Icon        string   `yaml:"icon"`         // mdi:...
+	Step        *float64 `yaml:"step"`         // number entities: the step of the control
+	Mode        string   `yaml:"mode"`         // number entities: auto | box | slider
 }
 
 // USBConfig finds a serial adapter by USB identity (hex vid/pid as printed by lsusb).
@@ -107,6 +137,9 @@ type PointConfig struct {
 	Writable bool     `yaml:"writable"`
 	Min      *float64 `yaml:"min"` // write limits; for sim points the value range
 	Max      *float64 `yaml:"max"`
+
+	// Home Assistant entity overrides (integrations.homeassistant).
+	HomeAssistant *HomeAssistantPoint `yaml:"homeassistant"`
 
 	// Simulation.
 	Sim    string        `yaml:"sim"`    // sine | random | counter | constant | toggle

@@ -114,6 +114,7 @@ func (s *Set) compile(dev *Device) (*runner, error) {
 	if err := checkTopic(r.availTopic); err != nil {
 		return nil, fmt.Errorf("availability topic: %w", err)
 	}
+	dev.AvailabilityTopic = r.availTopic
 	polls := map[time.Duration][]*Point{}
 	for _, p := range dev.Points {
 		pt, err := parseTemplate(p.Config.Topic)
@@ -124,6 +125,7 @@ func (s *Set) compile(dev *Device) (*runner, error) {
 		if err := checkTopic(topic); err != nil {
 			return nil, fmt.Errorf("point %s: %w", p.Name(), err)
 		}
+		p.Topic = topic
 		r.points = append(r.points, &pointState{
 			p:      p,
 			topic:  topic,

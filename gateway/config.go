@@ -31,6 +31,9 @@ type Config struct {
 	// Bridge is nil when the file has no `bridge:` section: the gateway then
 	// runs as a local broker with devices and stores nothing.
 	Bridge *bridge.Config `yaml:"bridge"`
+	// Integrations feed the device map to other systems (Home Assistant
+	// discovery); see homeassistant.go.
+	Integrations IntegrationsConfig `yaml:"integrations"`
 }
 
 // GatewayConfig is the `gateway:` section.
@@ -117,6 +120,7 @@ func (c *Config) Defaults() {
 	if c.Bridge != nil {
 		c.Bridge.Defaults()
 	}
+	c.Integrations.defaults()
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -168,6 +172,7 @@ func (c *Config) Validate(drivers map[string]devices.Driver) []Problem {
 	if c.Bridge != nil {
 		probs = append(probs, fieldProblems("bridge", c.Bridge.Validate())...)
 	}
+	probs = append(probs, c.integrationProblems(drivers)...)
 	return probs
 }
 
@@ -201,6 +206,8 @@ func fieldProblems(section string, err error) []Problem {
 
 func joinPath(section, rel string) string {
 	switch {
+	case section == "":
+		return rel
 	case rel == "":
 		return section
 	case strings.HasPrefix(rel, "["):

@@ -45,6 +45,8 @@ type Gateway struct {
 	log     *slog.Logger
 	drivers map[string]devices.Driver
 
+	version string // see SetVersion
+
 	reloadMu sync.Mutex // serialises reloads
 	clock    clockWatch
 
@@ -55,6 +57,7 @@ type Gateway struct {
 	bridge *bridge.Bridge
 	devs   *devices.Set
 	devRun *devRunner
+	ha     *haRun // nil without Home Assistant discovery
 	http   *opsServer
 }
 
@@ -243,6 +246,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	g.devRun = &devRunner{failed: failed}
 	g.devRun.start(devs)
+	if err := g.startHA(cfg, devs.Devices(), b, failed); err != nil {
+		failed <- err
+	}
 	if ops != nil {
 		opsDone = start("http", ops.Run, opsCtx)
 	}
@@ -297,6 +303,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			deadline.Reset(time.Second) // give the remaining stages a moment each
 		}
 	}
+	wait("homeassistant", nil, g.stopHA())
 	wait("devices", nil, g.devRun.stop())
 	wait("broker", stopBroker, brokerDone)
 	wait("bridge", stopBridge, bridgeDone)

@@ -18,7 +18,7 @@ const module = "github.com/fieldgate/fieldgate"
 // never import each other).
 var allowed = map[string][]string{
 	"cmd/fieldgate":         {"gateway"},
-	"gateway":               {"broker", "bridge", "buffer", "devices", "devices/modbus", "devices/serial", "devices/sim"},
+	"gateway":               {"broker", "bridge", "buffer", "devices", "devices/modbus", "devices/serial", "devices/sim", "integrations/homeassistant"},
 	"broker":                {},
 	"devices":               {},
 	"devices/modbus":        {"devices"},
@@ -28,6 +28,8 @@ var allowed = map[string][]string{
 	"cmd/fieldgate-package": {}, // builds binaries and .debs
 	"buffer":                {},
 	"bridge":                {"buffer"},
+
+	"integrations/homeassistant": {"devices"},
 }
 
 // thirdParty says which package may use each third-party library.
@@ -59,6 +61,7 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		"broker may not import bridge",
 		"devices/sim may not import devices/modbus",
 		"devices may not use github.com/mochi-mqtt/server/v2",
+		"integrations/homeassistant may not import bridge",
 	}
 	for _, w := range want {
 		found := false

@@ -50,12 +50,16 @@ func (g *Gateway) Reload(path string) error {
 
 	// Build everything that can fail before changing anything.
 	var set *devices.Set
-	if !reflect.DeepEqual(cur.Devices, next.Devices) {
+	if !reflect.DeepEqual(pollerView(cur.Devices), pollerView(next.Devices)) {
 		s, err := g.newDevices(next, b)
 		if err != nil {
 			return fmt.Errorf("reload: %w", err)
 		}
 		set = s
+	}
+	applyHA, haRestart, err := g.prepareHA(next)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
 	}
 	if err := b.SetAuth(next.Broker.Auth); err != nil {
 		return fmt.Errorf("reload: broker.auth: %w", err)
@@ -71,11 +75,17 @@ func (g *Gateway) Reload(path string) error {
 		bc.Forward, bc.Subscribe = next.Bridge.Forward, next.Bridge.Subscribe
 		applied.Bridge = &bc
 	}
+	applyHA()
+	if haRestart {
+		restart = append(restart, "integrations.homeassistant.enabled")
+	} else {
+		applied.Integrations = next.Integrations
+	}
+	applied.Devices = next.Devices // what the pollers ignore may differ even without a new set
 	if set != nil {
 		b.SetOwnedTopics(set.OwnedTopics())
 		<-g.devRun.stop()
 		g.devRun.start(set)
-		applied.Devices = next.Devices
 		g.mu.Lock()
 		g.devs = set
 		g.mu.Unlock()
