@@ -44,3 +44,26 @@ func TestIsStatusTopic(t *testing.T) {
 		}
 	}
 }
+
+func TestLoopErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fwd  ForwardRoute
+		sub  SubscribeRoute
+		want bool
+	}{
+		{"command loop past the ACL", ForwardRoute{Filter: "#", Prefix: "sites/{gateway}/"},
+			SubscribeRoute{Filter: "sites/{gateway}/cmd/#", StripPrefix: "sites/{gateway}/cmd/"}, true},
+		{"disjoint", ForwardRoute{Filter: "myhome/#", Prefix: "sites/{gateway}/"},
+			SubscribeRoute{Filter: "sites/{gateway}/cmd/#", StripPrefix: "sites/{gateway}/cmd/"}, false},
+		{"identity round trip (Home Assistant upstream)", ForwardRoute{Filter: "myhome/#", Prefix: "sites/{gateway}/"},
+			SubscribeRoute{Filter: "sites/{gateway}/myhome/+/+/+/set", StripPrefix: "sites/{gateway}/"}, false},
+		{"identity with a subscribe prefix", ForwardRoute{Filter: "local/#", Prefix: "up/"},
+			SubscribeRoute{Filter: "up/local/#", StripPrefix: "up/local/", Prefix: "local/"}, false},
+	} {
+		c := Config{Forward: []ForwardRoute{tc.fwd}, Subscribe: []SubscribeRoute{tc.sub}}
+		if got := len(c.loopErrors()) > 0; got != tc.want {
+			t.Errorf("%s: refused %v, want %v (%v)", tc.name, got, tc.want, c.loopErrors())
+		}
+	}
+}
