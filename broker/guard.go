@@ -79,21 +79,23 @@ func (k *keyed) allow(key string) (ok bool, suppressed int) {
 	return true, suppressed
 }
 
-// exhausted reports whether key has no token left, without taking one.
-func (k *keyed) exhausted(key string) bool {
+// reserve takes a token for key for an attempt whose outcome is not known
+// yet: ok is false (and nothing taken) when key has none left; cancel gives
+// the token back (a login that succeeded).
+func (k *keyed) reserve(key string) (cancel func(), ok bool) {
 	now := time.Now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	e, ok := k.m[key]
-	return ok && e.lim.TokensAt(now) < 1
-}
-
-// take takes a token for key if there is one.
-func (k *keyed) take(key string) {
-	now := time.Now()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.entry(key, now).lim.AllowN(now, 1)
+	r := k.entry(key, now).lim.ReserveN(now, 1)
+	if !r.OK() || r.DelayFrom(now) > 0 {
+		r.CancelAt(now)
+		return nil, false
+	}
+	return func() {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		r.Cancel()
+	}, true
 }
 
 // Refusal log lines are rate-limited per client id — logBurst lines at
@@ -161,13 +163,13 @@ func hostOf(addr string) string {
 	return addr
 }
 
-// Login throttling: failed logins are limited per remote address and per
-// username. Each key may fail loginBurst times at once, then once per
-// loginEvery; while a key is out of tokens, its CONNECTs are refused without
-// the bcrypt comparison (which is what costs CPU), so guessing is limited to
-// one password per loginEvery per address and per username, and cannot
-// occupy the cores. A refused or failed login is answered after
-// loginDelay.
+// Login throttling: failed logins are limited per remote address (not for
+// 127.0.0.1 and ::1, the gateway's own processes) and per username. Each key
+// may fail loginBurst times at once, then once per loginEvery; while a key
+// is out of tokens, its CONNECTs are refused without the bcrypt comparison
+// (which is what costs CPU), so guessing is limited to one password per
+// loginEvery per address and per username, and cannot occupy the cores. A
+// refused or failed login is answered after loginDelay.
 const (
 	loginEvery = time.Second
 	loginBurst = 10
@@ -191,14 +193,32 @@ func (b *Broker) login(cl *mqtt.Client, pk packets.Packet) bool {
 		return false
 	}
 	plan := b.auth.Load()
-	if b.failedLogins.exhausted("a:"+host) || (user != "" && b.failedLogins.exhausted("u:"+user)) {
+	// Every login takes a token of its address and of its username before
+	// the bcrypt comparison (concurrent guesses cannot all pass a check
+	// made before any failed); a login that succeeds gives them back.
+	var refunds []func()
+	throttled := false
+	for _, key := range []string{"a:" + host, "u:" + user} {
+		if key == "u:" || key == "a:127.0.0.1" || key == "a:::1" {
+			continue
+		}
+		cancel, ok := b.failedLogins.reserve(key)
+		if !ok {
+			throttled = true
+			break
+		}
+		refunds = append(refunds, cancel)
+	}
+	if throttled {
+		for _, r := range refunds {
+			r()
+		}
 		b.authFailures.Add(1)
 		b.delayRefusal()
 		return refuse(packets.ErrBadUsernameOrPassword, "too many failed logins, throttled")
 	}
 	if !plan.authenticate(user, pk.Connect.Password) {
 		b.authFailures.Add(1)
-		b.failedLogins.take("a:" + host)
 		why := "bad password"
 		switch {
 		case user == "":
@@ -206,11 +226,11 @@ func (b *Broker) login(cl *mqtt.Client, pk packets.Packet) bool {
 		case plan.users[user] == nil:
 			why = "unknown user"
 		}
-		if user != "" {
-			b.failedLogins.take("u:" + user)
-		}
 		b.delayRefusal()
 		return refuse(packets.ErrBadUsernameOrPassword, why)
+	}
+	for _, r := range refunds {
+		r()
 	}
 	if owner, ok := b.sessionOwner(cl.ID); ok && owner != user {
 		b.aclDenied.Add(1)
