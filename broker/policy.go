@@ -538,8 +538,9 @@ func (h *policy) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) 
 	return subs
 }
 
-// OnWill hands a will message to Ingress; the will is published locally
-// whatever Ingress returns.
+// OnWill checks a will against the ACL in force (a denied one is diverted
+// and not ingested, see checkWill), then hands it to Ingress; an allowed
+// will is published locally whatever Ingress returns.
 func (h *policy) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	will, ok := h.b.checkWill(cl, will) // guard.go
 	if !ok || h.b.ingress == nil {
