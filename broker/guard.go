@@ -372,14 +372,20 @@ var v3Connack = map[byte]byte{
 	packets.ErrConnectionRateExceeded.Code:     packets.Err3ServerUnavailable.Code,
 }
 
-// OnSubscribed logs the filters the ACL refused (a reason code of 0x80 or
-// more; the other refusals, malformed filters, end the connection).
+// OnSubscribed logs the filters refused (a reason code of 0x80 or more):
+// by the ACL, or not valid filters.
 func (g *guard) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	user := string(cl.Properties.Username)
 	for i, c := range codes {
-		if c >= packets.ErrUnspecifiedError.Code && i < len(pk.Filters) {
-			g.b.refusal(cl.ID, cl.Net.Remote, "subscription denied by ACL",
-				"user", string(cl.Properties.Username), "client", cl.ID, "filter", pk.Filters[i].Filter)
+		if c < packets.ErrUnspecifiedError.Code || i >= len(pk.Filters) {
+			continue
 		}
+		f := pk.Filters[i].Filter
+		if !validFilter(stripShare(f)) {
+			g.b.refusal(cl.ID, cl.Net.Remote, "subscription refused", "user", user, "client", cl.ID, "filter", f, "", "not a valid topic filter")
+			continue
+		}
+		g.b.refusal(cl.ID, cl.Net.Remote, "subscription denied by ACL", "user", user, "client", cl.ID, "filter", f)
 	}
 }
 
