@@ -73,6 +73,10 @@ func TestAcceptRetriesAfterEMFILE(t *testing.T) {
 		if rl.downSince().IsZero() {
 			t.Fatal("listener failing with EMFILE is not reported down")
 		}
+		b := &Broker{listeners: []*listener{{retry: rl}}}
+		if addr, _, down := b.ListenerDown(); !down || addr != "127.0.0.1:1883" {
+			t.Errorf("Broker.ListenerDown = %q, %v; want the failing listener (readiness and the watchdog use it)", addr, down)
+		}
 		wg.Wait()
 		if err != nil || got == nil {
 			t.Fatalf("Accept after the errors: %v", err)
@@ -80,6 +84,9 @@ func TestAcceptRetriesAfterEMFILE(t *testing.T) {
 		_ = got.Close()
 		if !rl.downSince().IsZero() {
 			t.Error("listener still reported down after accepting")
+		}
+		if _, _, down := b.ListenerDown(); down {
+			t.Error("Broker.ListenerDown still reports the listener after it accepted")
 		}
 		out := logs.String()
 		if n := strings.Count(out, "cannot accept"); n != 1 {
