@@ -209,6 +209,7 @@ type Broker struct {
 	pending      sync.Map     // net.Conn → func(), for connections before their CONNECT completed
 	pendingCount atomic.Int64 // their number
 	connRate     *keyed       // new connections per remote address
+	loginGates   gates        // logins in progress per address and username (guard.go)
 }
 
 type inprocSub struct {

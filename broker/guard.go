@@ -79,23 +79,64 @@ func (k *keyed) allow(key string) (ok bool, suppressed int) {
 	return true, suppressed
 }
 
-// reserve takes a token for key for an attempt whose outcome is not known
-// yet: ok is false (and nothing taken) when key has none left; cancel gives
-// the token back (a login that succeeded).
-func (k *keyed) reserve(key string) (cancel func(), ok bool) {
+// exhausted reports whether key has no token left, without taking one.
+func (k *keyed) exhausted(key string) bool {
 	now := time.Now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	r := k.entry(key, now).lim.ReserveN(now, 1)
-	if !r.OK() || r.DelayFrom(now) > 0 {
-		r.CancelAt(now)
+	e, ok := k.m[key]
+	return ok && e.lim.TokensAt(now) < 1
+}
+
+// take takes a token for key if there is one.
+func (k *keyed) take(key string) {
+	now := time.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.entry(key, now).lim.AllowN(now, 1)
+}
+
+// gates bounds the logins in progress per key (an address, a username) to
+// loginConcurrency; further ones wait their turn. An entry exists only
+// while a login holds or waits for it, so the map is bounded by the
+// connections. Safe for concurrent use.
+type gates struct {
+	mu sync.Mutex
+	m  map[string]*gate
+}
+
+type gate struct {
+	users int           // logins holding or waiting for the gate
+	slots chan struct{} // capacity loginConcurrency
+}
+
+// acquire waits for a slot of key; ok is false when stop closed first.
+func (g *gates) acquire(key string, stop <-chan struct{}) (release func(), ok bool) {
+	g.mu.Lock()
+	if g.m == nil {
+		g.m = map[string]*gate{}
+	}
+	e := g.m[key]
+	if e == nil {
+		e = &gate{slots: make(chan struct{}, loginConcurrency)}
+		g.m[key] = e
+	}
+	e.users++
+	g.mu.Unlock()
+	leave := func() {
+		g.mu.Lock()
+		if e.users--; e.users == 0 {
+			delete(g.m, key)
+		}
+		g.mu.Unlock()
+	}
+	select {
+	case e.slots <- struct{}{}:
+		return func() { <-e.slots; leave() }, true
+	case <-stop:
+		leave()
 		return nil, false
 	}
-	return func() {
-		k.mu.Lock()
-		defer k.mu.Unlock()
-		r.Cancel()
-	}, true
 }
 
 // Refusal log lines are rate-limited per client id — logBurst lines at
@@ -174,6 +215,9 @@ const (
 	loginEvery = time.Second
 	loginBurst = 10
 	loginDelay = time.Second
+	// loginConcurrency is how many logins of one address or one username
+	// are checked at once.
+	loginConcurrency = 2
 )
 
 // login authenticates a CONNECT (the policy's OnConnectAuthenticate), then
@@ -193,44 +237,24 @@ func (b *Broker) login(cl *mqtt.Client, pk packets.Packet) bool {
 		return false
 	}
 	plan := b.auth.Load()
-	// Every login takes a token of its address and of its username before
-	// the bcrypt comparison (concurrent guesses cannot all pass a check
-	// made before any failed); a login that succeeds gives them back.
-	var refunds []func()
-	throttled := false
-	for _, key := range []string{"a:" + host, "u:" + user} {
-		if key == "u:" || key == "a:127.0.0.1" || key == "a:::1" {
-			continue
-		}
-		cancel, ok := b.failedLogins.reserve(key)
-		if !ok {
-			throttled = true
-			break
-		}
-		refunds = append(refunds, cancel)
+	// Logins of one address and of one username run loginConcurrency at
+	// a time (the others wait), so concurrent guesses cannot all pass the
+	// throttle check before the first of them has failed.
+	var keys []string
+	if host != "127.0.0.1" && host != "::1" {
+		keys = append(keys, "a:"+host)
 	}
-	if throttled {
-		for _, r := range refunds {
-			r()
-		}
-		b.authFailures.Add(1)
-		b.delayRefusal()
-		return refuse(packets.ErrBadUsernameOrPassword, "too many failed logins, throttled")
+	if user != "" {
+		keys = append(keys, "u:"+user)
 	}
-	if !plan.authenticate(user, pk.Connect.Password) {
+	why, stopping := b.checkPassword(plan, keys, user, pk.Connect.Password)
+	switch {
+	case stopping:
+		return refuse(packets.ErrServerUnavailable, "the broker is stopping")
+	case why != "":
 		b.authFailures.Add(1)
-		why := "bad password"
-		switch {
-		case user == "":
-			why = "anonymous access is off"
-		case plan.users[user] == nil:
-			why = "unknown user"
-		}
-		b.delayRefusal()
+		b.delayRefusal() // outside the gates: a refused guess does not hold them
 		return refuse(packets.ErrBadUsernameOrPassword, why)
-	}
-	for _, r := range refunds {
-		r()
 	}
 	if owner, ok := b.sessionOwner(cl.ID); ok && owner != user {
 		b.aclDenied.Add(1)
@@ -247,6 +271,36 @@ func (b *Broker) login(cl *mqtt.Client, pk packets.Packet) bool {
 		}
 	}
 	return true
+}
+
+// checkPassword runs the throttle check and the bcrypt comparison holding
+// the gates of keys; why is empty when the password is right.
+func (b *Broker) checkPassword(plan *authPlan, keys []string, user string, password []byte) (why string, stopping bool) {
+	for _, key := range keys { // always in this order: no deadlock
+		release, ok := b.loginGates.acquire(key, b.stopping)
+		if !ok {
+			return "", true
+		}
+		defer release()
+	}
+	for _, key := range keys {
+		if b.failedLogins.exhausted(key) {
+			return "too many failed logins, throttled", false
+		}
+	}
+	if plan.authenticate(user, password) {
+		return "", false
+	}
+	for _, key := range keys {
+		b.failedLogins.take(key)
+	}
+	switch {
+	case user == "":
+		return "anonymous access is off", false
+	case plan.users[user] == nil:
+		return "unknown user", false
+	}
+	return "bad password", false
 }
 
 // delayRefusal holds a refused login for loginDelay (less if the broker
