@@ -235,7 +235,7 @@ func (b *Bridge) IngestAsync(m Message) (*Ingestion, error) {
 			continue
 		}
 		qos := min(m.QoS, r.qos)
-		if m.QoS == 0 && !r.bufferQoS0 {
+		if qos == 0 && !r.bufferQoS0 {
 			up := m
 			up.Origin = ""
 			up.Topic = r.prefix + m.Topic
@@ -344,8 +344,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.started = true
 	b.mu.Unlock()
 
+	// The loops below run until ctx is done: Run cancels it when it
+	// returns (on a fatal error too) before waiting for them.
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	wg.Go(func() { b.liveLoop(ctx) })
 	wg.Go(func() { b.rateLoop(ctx) })
 	if b.sess != nil {
@@ -428,7 +432,7 @@ func (b *Bridge) connect(ctx context.Context) (link, error) {
 		clientID:  b.clientID,
 		username:  u.Username,
 		password:  b.password,
-		keepAlive: uint16(u.KeepAlive / time.Second),
+		keepAlive: uint16(durationOf(u.KeepAlive, defaultKeepAlive) / time.Second),
 		willTopic: b.status,
 		onMessage: func(m Message) { b.receive(ctx, m) },
 		onError:   func(err error) { b.log.Debug("upstream client error", "err", err) },
@@ -442,7 +446,7 @@ func (b *Bridge) connect(ctx context.Context) (link, error) {
 		// retry forced a clean one.
 		p.cleanStart = u.CleanStart || b.forceClean || (!b.firstCon && !b.resume)
 		if !u.CleanStart {
-			p.expiry = uint32(u.SessionExpiry / time.Second)
+			p.expiry = uint32(durationOf(u.SessionExpiry, defaultSessionExpiry) / time.Second)
 		}
 		l, err = connect5(cctx, conn, b.sess, p)
 	} else {
@@ -1055,10 +1059,11 @@ func (b *Bridge) rateLoop(ctx context.Context) {
 
 // statusLoop publishes the JSON status document on <status_topic>/bridge.
 func (b *Bridge) statusLoop(ctx context.Context, l link) {
-	if b.cfg.StatusInterval < 0 {
+	every := durationOf(b.cfg.StatusInterval, defaultStatusInterval)
+	if every <= 0 {
 		return
 	}
-	t := time.NewTicker(b.cfg.StatusInterval)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

@@ -77,9 +77,9 @@ func TestSubscribeRoutesAndStatus(t *testing.T) {
 			// The forward route matches the commands as published locally:
 			// they would go straight back up without the Origin rule. (Routes
 			// whose upstream spaces overlap are refused by Validate.)
-			cfg.Forward = []ForwardRoute{{Filter: "local/#", Prefix: "sites/{gateway}/up/", QoS: 1}}
+			cfg.Forward = []ForwardRoute{{Filter: "local/#", Prefix: "sites/{gateway}/up/", QoS: new(byte(1))}}
 			cfg.Subscribe = []SubscribeRoute{{Filter: "sites/{gateway}/cmd/#", StripPrefix: "sites/{gateway}/", Prefix: "local/"}}
-			cfg.StatusInterval = 20 * time.Millisecond
+			cfg.StatusInterval = new(20 * time.Millisecond)
 			cfg.Defaults()
 			local := &loopbackLocal{}
 			b := newBridge(t, cfg, q, local, nil)

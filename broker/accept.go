@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// retryListener keeps a listener accepting through accept errors. An error
-// other than the listener being closed — running out of file descriptors
-// (EMFILE, ENFILE), of buffers, a connection reset while queued — is
+// retryListener keeps a listener accepting through transient accept errors
+// (see transientAccept: out of file descriptors, EMFILE and ENFILE, of
+// buffers or memory, a connection aborted while queued), which are
 // retried with a back-off from 5 ms doubling to 1 s, as net/http's server
 // does; the first error of a run is logged once (error level) and the
 // recovery once (info level), at most once a minute, as descriptors that
@@ -56,8 +56,8 @@ func (l *retryListener) Accept() (net.Conn, error) {
 			return nil, net.ErrClosed
 		default:
 		}
-		if errors.Is(err, net.ErrClosed) {
-			return nil, err
+		if errors.Is(err, net.ErrClosed) || !transientAccept(err) {
+			return nil, err // the caller fails the broker (listener.fail)
 		}
 		failures++
 		if l.down.CompareAndSwap(0, time.Now().UnixNano()) && time.Since(l.loggedAt) > acceptLogEvery {

@@ -266,7 +266,9 @@ func (b *Broker) Addrs() []net.Addr {
 // Run opens the store, binds every listener (failing if any cannot be bound),
 // serves until ctx is done, then disconnects clients, closes listeners and
 // the store, and returns once every goroutine it started has returned. Run
-// may be called once.
+// may be called once. If a listener stops accepting on its own (its socket
+// failed; running out of descriptors is waited out), Run stops the same way
+// and returns that error.
 func (b *Broker) Run(ctx context.Context) error {
 	b.mu.Lock()
 	if b.started {
@@ -337,6 +339,15 @@ func (b *Broker) Run(ctx context.Context) error {
 	b.running = true
 	b.pubMu.Unlock()
 
+	// A listener that stops accepting on its own ends Run with its error:
+	// a broker that can take no connection is failed, not running.
+	lnFailed := make(chan error, 1)
+	reportLn := func(err error) {
+		select {
+		case lnFailed <- err:
+		default: // another one failed first
+		}
+	}
 	for _, l := range ls {
 		l.start(func(id string, c net.Conn) error {
 			release, ok := b.admit(c) // admit.go
@@ -348,13 +359,18 @@ func (b *Broker) Run(ctx context.Context) error {
 			_ = bc.SetDeadline(time.Now().Add(b.cfg.Limits.ConnectTimeout))
 			defer b.connDone(bc)
 			return srv.EstablishConnection(id, bc)
-		})
+		}, reportLn)
 		b.log.Info("listening", "type", l.kind, "address", l.ln.Addr().String())
 	}
 	b.warnAnonymous(b.auth.Load())
 	close(b.ready)
 
-	<-ctx.Done()
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-lnFailed:
+		runErr = fmt.Errorf("broker: %w", err)
+	}
 
 	close(b.stopping) // wakes publishes waiting for slow subscribers
 	b.pubMu.Lock()
@@ -378,7 +394,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	_ = srv.Close() // stops hooks: closes the store
 	<-watch.halted  // mochi's event loop goroutine has returned
 	b.log.Info("stopped")
-	return nil
+	return runErr
 }
 
 // connDone forgets a finished connection's client state; mochi does not
@@ -408,9 +424,9 @@ func (b *Broker) capabilities() *mqtt.Capabilities {
 	// delivered instead of dropped.
 	c.MaximumInflight = uint16(min(2*l.MaxInflight, math.MaxUint16))
 	c.MaximumClientWritesPending = int32(l.MaxQueuedMessages + l.MaxInflight)
-	c.MaximumSessionExpiryInterval = uint32(l.MaxSessionExpiry / time.Second)
+	c.MaximumSessionExpiryInterval = uint32(*l.MaxSessionExpiry / time.Second)
 	c.MaximumMessageExpiryInterval = int64(l.MaxMessageExpiry / time.Second)
-	c.TopicAliasMaximum = uint16(l.TopicAliasMaximum)
+	c.TopicAliasMaximum = uint16(*l.TopicAliasMaximum)
 	c.Compatibilities.NoInheritedPropertiesOnAck = true // no user properties on PUBACK/PUBREC/PUBCOMP
 	return c
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -23,12 +24,15 @@ import (
 type listener struct {
 	id      string
 	kind    string
-	ln      net.Listener              // already wrapped with TLS for tls and wss
+	ln      net.Listener              // already wrapped with TLS for tls and wss, then retryListener
 	origins []string                  // websocket: allowed browser origins
 	refused func(addr, origin string) // logs a refused origin; may be nil
 	retry   *retryListener
 	log     *slog.Logger
 	serve   func(id string, c net.Conn) error // mochi's EstablishConnection
+	// failed is called once if the listener stops accepting on its own
+	// (the socket failed), with the reason.
+	failed func(error)
 
 	mu      sync.Mutex
 	closing bool
@@ -65,8 +69,10 @@ func bindListener(id string, lc ListenerConfig, log *slog.Logger) (*listener, er
 }
 
 // start serves connections in goroutines owned by l (waited for in close).
-func (l *listener) start(serve func(id string, c net.Conn) error) {
-	l.serve = serve
+// A listener that stops accepting before stopAccepting reports it to
+// failed.
+func (l *listener) start(serve func(id string, c net.Conn) error, failed func(error)) {
+	l.serve, l.failed = serve, failed
 	if l.kind == ListenerWebsocket {
 		up := &websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
@@ -83,14 +89,24 @@ func (l *listener) start(serve func(id string, c net.Conn) error) {
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 		}
-		l.wg.Go(func() { _ = l.httpSrv.Serve(l.ln) })
+		l.wg.Go(func() {
+			// Serve retries EMFILE and the like itself.
+			if err := l.httpSrv.Serve(l.ln); !errors.Is(err, http.ErrServerClosed) {
+				l.fail(err)
+			}
+		})
 		return
 	}
 	l.wg.Go(func() {
 		for {
 			c, err := l.ln.Accept() // retries temporary errors (retryListener)
 			if err != nil {
-				return // closed
+				// Transient errors (EMFILE…) are retried inside
+				// retryListener; this one is closing or fatal.
+				if !l.isClosing() {
+					l.fail(err)
+				}
+				return
 			}
 			if !l.track(c) {
 				_ = c.Close()
@@ -103,6 +119,31 @@ func (l *listener) start(serve func(id string, c net.Conn) error) {
 			}()
 		}
 	})
+}
+
+// transientAccept reports whether an accept error passes: the process or
+// the system is out of descriptors or memory, or the client gave up.
+func transientAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *listener) isClosing() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closing
+}
+
+// fail reports that the listener stopped accepting on its own.
+func (l *listener) fail(err error) {
+	if l.isClosing() {
+		return
+	}
+	l.failed(fmt.Errorf("listener %s %s stopped accepting: %w", l.kind, l.ln.Addr(), err))
 }
 
 // handle runs one websocket connection inside its HTTP handler goroutine.

@@ -127,11 +127,11 @@ type PointConfig struct {
 	Deadband        float64  `yaml:"deadband"`         // absolute: publish only when |Δ| ≥ deadband
 	DeadbandPercent float64  `yaml:"deadband_percent"` // relative to the last published value
 
-	Poll      time.Duration `yaml:"poll"`      // overrides the device's poll
-	Heartbeat time.Duration `yaml:"heartbeat"` // overrides the device's heartbeat
-	QoS       *int          `yaml:"qos"`
-	Retain    *bool         `yaml:"retain"`
-	Topic     string        `yaml:"topic"` // overrides the device's topic template
+	Poll      time.Duration  `yaml:"poll"`      // overrides the device's poll
+	Heartbeat *time.Duration `yaml:"heartbeat"` // overrides the device's heartbeat; 0 = never for this point
+	QoS       *int           `yaml:"qos"`
+	Retain    *bool          `yaml:"retain"`
+	Topic     string         `yaml:"topic"` // overrides the device's topic template
 
 	// Write-back.
 	Writable bool     `yaml:"writable"`

@@ -380,7 +380,7 @@ func (r *runner) process(ctx context.Context, readings []Reading, force bool) {
 		ps.lastRaw = rd.Value
 		publish := force || !ps.fresh || ps.bad || rd.Quality != ps.lastQ ||
 			changedEnough(ps.last, eng, cfg) ||
-			(cfg.Heartbeat > 0 && now.Sub(ps.lastPub) >= cfg.Heartbeat)
+			(cfg.heartbeat() > 0 && now.Sub(ps.lastPub) >= cfg.heartbeat())
 		recovered := ps.bad
 		r.mu.Unlock()
 		if recovered {

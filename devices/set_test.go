@@ -106,9 +106,9 @@ func TestDeadbandHeartbeatPayloads(t *testing.T) {
 		drv.values["t"], drv.values["n"], drv.values["s"], drv.values["e"] = 20.0, int64(7), "on", int64(3)
 		h := start(t, drv, DeviceConfig{Name: "boiler", Driver: "fake", Topic: "home/{device}/{point}", Poll: time.Second,
 			Points: []PointConfig{
-				{Name: "t", Unit: "°C", Deadband: 0.5, Heartbeat: 10 * time.Second},
+				{Name: "t", Unit: "°C", Deadband: 0.5, Heartbeat: new(10 * time.Second)},
 				{Name: "n", Scale: f64(0.1), Offset: 1, DeadbandPercent: 10},
-				{Name: "s", Retain: new(true), QoS: iptr(0), Heartbeat: time.Hour},
+				{Name: "s", Retain: new(true), QoS: iptr(0), Heartbeat: new(time.Hour)},
 				{Name: "e"}, // neither deadband nor heartbeat: every reading
 			}})
 		first := h.pub.take()
@@ -462,5 +462,29 @@ func TestStreamSilence(t *testing.T) {
 		if diff := cmp.Diff(want, lines(h.pub.take())); diff != "" {
 			t.Errorf("after the next line (-want +got):\n%s", diff)
 		}
+	})
+}
+
+// A point's `heartbeat: 0` turns the device's heartbeat off for that point
+// (issue 15: 0 used to mean "inherit"); a point without the key inherits.
+func TestPointHeartbeatZeroOverridesDevice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		drv := newFakeDriver()
+		drv.values["inherit"], drv.values["never"] = 1.0, 2.0
+		h := start(t, drv, DeviceConfig{Name: "d", Driver: "fake", Topic: "h/{device}/{point}", Poll: time.Second, Heartbeat: 5 * time.Second,
+			Points: []PointConfig{
+				{Name: "inherit", Deadband: 1},
+				{Name: "never", Deadband: 1, Heartbeat: new(time.Duration(0))},
+			}})
+		h.pub.take() // availability and the first readings
+		advance(12 * time.Second)
+		got := map[string]int{}
+		for _, l := range lines(h.pub.take()) {
+			got[strings.Fields(l)[0]]++
+		}
+		if diff := cmp.Diff(map[string]int{"h/d/inherit": 2}, got); diff != "" {
+			t.Errorf("publishes of unchanged values in 12s, device heartbeat 5s (-want +got):\n%s", diff)
+		}
+		h.stop()
 	})
 }

@@ -261,8 +261,8 @@ func (v *validator) point(at string, raw, p *PointConfig, c *DeviceConfig) {
 	} else if raw.Poll > 0 && raw.Poll < MinPoll && raw.Poll != c.Poll {
 		v.add(at+".poll", "must be at least %s, got %s (a shorter interval only keeps a core busy)", MinPoll, raw.Poll)
 	}
-	if raw.Heartbeat < 0 && raw.Heartbeat != c.Heartbeat {
-		v.add(at+".heartbeat", "must be 0 (never) or positive, got %s", raw.Heartbeat)
+	if raw.Heartbeat != nil && *raw.Heartbeat < 0 && *raw.Heartbeat != c.Heartbeat {
+		v.add(at+".heartbeat", "must be 0 (never) or positive, got %s", *raw.Heartbeat)
 	}
 	if raw.QoS != nil && (c.QoS == nil || *raw.QoS != *c.QoS) {
 		v.qos(at+".qos", raw.QoS)

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
@@ -148,17 +147,13 @@ type haRun struct {
 	done   chan struct{}
 }
 
-func startHA(r *homeassistant.Runner, failed chan<- error, log *slog.Logger) *haRun {
+func startHA(r *homeassistant.Runner, failed chan<- *ComponentError) *haRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &haRun{r: r, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(h.done)
 		if err := r.Run(ctx); err != nil && ctx.Err() == nil {
-			log.Error("Home Assistant discovery stopped", "err", err)
-			select {
-			case failed <- fmt.Errorf("homeassistant: %w", err):
-			default:
-			}
+			report(failed, "homeassistant", err) // Gateway.Run logs it
 		}
 	}()
 	return h
@@ -218,12 +213,12 @@ func pollerView(cfgs []devices.DeviceConfig) []devices.DeviceConfig {
 }
 
 // startHA starts discovery when cfg enables it.
-func (g *Gateway) startHA(cfg *Config, devs []*devices.Device, b *broker.Broker, failed chan<- error) error {
+func (g *Gateway) startHA(cfg *Config, devs []*devices.Device, b *broker.Broker, failed chan<- *ComponentError) error {
 	r, err := g.newHARunner(cfg, devs, b)
 	if err != nil || r == nil {
 		return err
 	}
-	h := startHA(r, failed, g.log)
+	h := startHA(r, failed)
 	g.mu.Lock()
 	g.ha = h
 	g.mu.Unlock()

@@ -28,6 +28,7 @@ var allowed = map[string][]string{
 	"cmd/fieldgate-package": {}, // builds binaries and .debs
 	"buffer":                {},
 	"bridge":                {"buffer"},
+	"bridge/sparkplug":      {}, // Sparkplug B encoding, standalone
 
 	"integrations/homeassistant": {"devices"},
 }

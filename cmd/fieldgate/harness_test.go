@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -100,6 +101,8 @@ type gw struct {
 	log      *syncBuffer
 	done     chan struct{}
 	exitCode int
+	bin      string   // the binary; binPath when empty
+	env      []string // added to the environment
 	// prefix, when set, runs the binary through it (e.g. prlimit …).
 	prefix []string
 }
@@ -152,9 +155,12 @@ func (g *gw) start() {
 	g.t.Helper()
 	g.log = &syncBuffer{}
 	g.done = make(chan struct{})
-	args := append(append([]string(nil), g.prefix...), binPath, "run", "--config", g.config)
+	args := append(append([]string(nil), g.prefix...), cmp.Or(g.bin, binPath), "run", "--config", g.config)
 	g.cmd = exec.Command(args[0], args[1:]...)
 	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
+	if g.env != nil {
+		g.cmd.Env = append(os.Environ(), g.env...)
+	}
 	if err := g.cmd.Start(); err != nil {
 		g.t.Fatal(err)
 	}

@@ -13,7 +13,9 @@
 // Exit codes: 0 success; 1 invalid configuration; 2 usage error; 3 runtime
 // failure (a listener could not bind, the data directory is unusable, a
 // device could not be probed, a doctor check failed, shutdown exceeded its
-// deadline).
+// deadline); 4 a component (broker, bridge, buffer, devices, homeassistant,
+// http) failed while the gateway was running: it was logged, the gateway
+// stopped, and systemd's Restart=on-failure starts it again.
 package main
 
 import (
@@ -27,6 +29,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/fieldgate/fieldgate/gateway"
@@ -38,6 +41,7 @@ const (
 	exitConfig  = 1
 	exitUsage   = 2
 	exitRuntime = 3
+	exitFailed  = 4
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -86,7 +90,8 @@ commands:
   doctor  [--config FILE]  check serial permissions, data dir, clock sync, upstream reachability and TLS
   version                  print the version
 
-exit codes: 0 ok, 1 invalid configuration, 2 usage error, 3 runtime failure
+exit codes: 0 ok, 1 invalid configuration, 2 usage error, 3 runtime failure,
+            4 a component failed while running (logged; restart the gateway)
 `)
 }
 
@@ -159,6 +164,18 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
+	// Signals are caught before anything else, so that one arriving while
+	// the configuration loads does not take its default action (SIGHUP's
+	// kills the process). SIGHUP reloads; it stays caught until the
+	// process exits (never signal.Stop or Ignore: both reset the handler
+	// first, and a SIGHUP in that moment kills the process), so that
+	// `systemctl reload` while the gateway stops cannot kill it. Once the
+	// reloading loop below has returned, they go unread.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+
 	boot := gateway.NewLogger(gateway.LogConfig{Level: "info", Format: "text"}, stderr)
 	drivers := gateway.Drivers(boot)
 	cfg, err := gateway.Load(path, drivers)
@@ -173,15 +190,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitRuntime
 	}
 	gw.SetVersion(versionString())
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	reload := make(chan os.Signal, 1)
-	signal.Notify(reload, syscall.SIGHUP)
-	defer signal.Stop(reload)
-	go func() {
+	// The reloading goroutine ends with Run (the gateway also refuses
+	// reloads once it stops) and is waited for before exiting.
+	reloadCtx, stopReloads := context.WithCancel(ctx)
+	var reloads sync.WaitGroup
+	reloads.Go(func() {
 		for {
 			select {
-			case <-ctx.Done():
+			case <-reloadCtx.Done():
 				return
 			case <-reload:
 				if err := gw.Reload(path); err != nil {
@@ -189,12 +205,20 @@ func cmdRun(args []string, stderr io.Writer) int {
 				}
 			}
 		}
-	}()
-	if err := gw.Run(ctx); err != nil {
+	})
+	err = gw.Run(ctx)
+	stopReloads()
+	reloads.Wait()
+	var failed *gateway.ComponentError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &failed):
+		return exitFailed // logged by the gateway when it happened
+	default:
 		log.Error("fieldgate failed", "err", err)
 		return exitRuntime
 	}
-	return exitOK
 }
 
 func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
