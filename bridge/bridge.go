@@ -91,7 +91,10 @@ type Bridge struct {
 	resume     bool      // the first connection may resume the persisted session
 	forceClean bool      // the next connection must start a clean session
 	pace       pacer
-	poison     poison // see oversize.go
+	watch      linkWatch // what the reconnect loop last logged
+
+	disc   atomic.Pointer[RefusedError] // the last DISCONNECT the upstream sent
+	poison poison                       // see oversize.go
 
 	st counters
 }
@@ -361,24 +364,21 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 
 	attempt := 0
-	wasDown := false
 	for {
 		b.setState("connecting")
 		l, err := b.connect(ctx)
+		var d time.Duration
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			b.st.connectFailures.Add(1)
-			if !wasDown {
-				b.log.Warn("upstream unreachable; buffering", "url", b.ep.url.Redacted(), "err", err)
-				wasDown = true
-			} else {
-				b.log.Debug("upstream connect failed", "err", err)
-			}
+			d = backoff(b.cfg.Upstream.Backoff, attempt)
+			b.logConnectFailure(err, d)
 		} else {
 			attempt = 0
-			wasDown = false
+			b.disc.Store(nil)
+			b.watch.connected()
 			err = b.serve(ctx, l)
 			if ctx.Err() != nil {
 				return nil
@@ -387,10 +387,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 			if errors.As(err, &fe) {
 				return fmt.Errorf("bridge: %w", err)
 			}
-			b.log.Warn("upstream connection lost", "err", err)
+			d = backoff(b.cfg.Upstream.Backoff, attempt)
+			b.logLost(err, d)
 		}
 		b.setState("backoff")
-		d := backoff(b.cfg.Upstream.Backoff, attempt)
 		attempt++
 		t := time.NewTimer(d)
 		select {
@@ -435,7 +435,14 @@ func (b *Bridge) connect(ctx context.Context) (link, error) {
 		keepAlive: uint16(durationOf(u.KeepAlive, defaultKeepAlive) / time.Second),
 		willTopic: b.status,
 		onMessage: func(m Message) { b.receive(ctx, m) },
-		onError:   func(err error) { b.log.Debug("upstream client error", "err", err) },
+		onError: func(err error) {
+			var r *RefusedError
+			if errors.As(err, &r) {
+				b.disc.Store(r)
+				return
+			}
+			b.log.Debug("upstream client error", "err", err)
+		},
 	}
 	var l link
 	if b.sess != nil {

@@ -108,9 +108,19 @@ type ParseConfig struct {
 	KV    bool   `yaml:"kv"`    // "a=1 b=2"
 }
 
+// ValidRange bounds plausible values; either bound may be left out.
+type ValidRange struct {
+	Min *float64 `yaml:"min"`
+	Max *float64 `yaml:"max"`
+}
+
 // PointConfig is one entry of a device's `points:` list.
 type PointConfig struct {
 	Name string `yaml:"name"` // {point} in topics
+	// Key is the field of a serial sensor's line (kv or json parsing)
+	// that carries this point, e.g. "T" in "T=21.5 H=40"; default: the
+	// point's name.
+	Key string `yaml:"key"`
 
 	// Modbus register map.
 	Table   string `yaml:"table"`   // holding | input | coil | discrete
@@ -121,11 +131,15 @@ type PointConfig struct {
 	Bit     *int   `yaml:"bit"`     // 0-15, for type bit
 
 	// Value handling (all drivers).
-	Unit            string   `yaml:"unit"`
-	Scale           *float64 `yaml:"scale"` // value = raw*scale + offset
-	Offset          float64  `yaml:"offset"`
-	Deadband        float64  `yaml:"deadband"`         // absolute: publish only when |Δ| ≥ deadband
-	DeadbandPercent float64  `yaml:"deadband_percent"` // relative to the last published value
+	Unit   string   `yaml:"unit"`
+	Scale  *float64 `yaml:"scale"` // value = raw*scale + offset
+	Offset float64  `yaml:"offset"`
+	// Valid is the plausible range of the engineering value: a reading
+	// outside it is published with "quality":"bad" and counted (a wrong
+	// table, type, byte order or scale shows up this way). Nil: no check.
+	Valid           *ValidRange `yaml:"valid"`
+	Deadband        float64     `yaml:"deadband"`         // absolute: publish only when |Δ| ≥ deadband
+	DeadbandPercent float64     `yaml:"deadband_percent"` // relative to the last published value
 
 	Poll      time.Duration  `yaml:"poll"`      // overrides the device's poll
 	Heartbeat *time.Duration `yaml:"heartbeat"` // overrides the device's heartbeat; 0 = never for this point

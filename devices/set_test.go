@@ -324,7 +324,7 @@ func TestWriteBack(t *testing.T) {
 			{Name: "pump", Type: "bool", Writable: true},
 			{Name: "ro"},
 		}})
-		if diff := cmp.Diff([]string{"h/boiler/pump/set", "h/boiler/sp/set"}, h.sub.filters()); diff != "" {
+		if diff := cmp.Diff([]string{"h/boiler/+/set", "h/boiler/pump/set", "h/boiler/ro/set", "h/boiler/sp/set"}, h.sub.filters()); diff != "" {
 			t.Errorf("subscriptions (-want +got):\n%s", diff)
 		}
 		h.pub.take()
@@ -353,12 +353,16 @@ func TestWriteBack(t *testing.T) {
 		send(Message{Topic: "h/boiler/pump/set", Payload: []byte(`{"value":true}`)})
 		drv.set(func(d *fakeDriver) { d.writeErr = errors.New("exception 3") })
 		send(Message{Topic: "h/boiler/pump/set", Payload: []byte(`off`)})
+		send(Message{Topic: "h/boiler/ro/set", Payload: []byte(`2`)})
+		send(Message{Topic: "h/boiler/setpoint/set", Payload: []byte(`2`)})
 		want = []string{
 			`h/boiler/sp/set/result {"ok":false,"error":"81 is above the maximum 80"}`,
 			`h/boiler/sp/set/result {"ok":false,"error":"\"warm\" is not a number"}`,
 			`h/boiler/pump {"value":true,"ts":"` + h.at(0) + `"}`,
 			`h/boiler/pump/set/result {"ok":true,"value":true}`,
 			`h/boiler/pump/set/result {"ok":false,"error":"write: exception 3"}`,
+			`h/boiler/ro/set/result {"ok":false,"error":"point ro of device boiler is read-only (writable: true in its config allows writes)"}`,
+			`h/boiler/setpoint/set/result {"ok":false,"error":"device boiler has no point \"setpoint\" (points: sp, pump, ro)"}`,
 		}
 		if diff := cmp.Diff(want, lines(h.pub.take())); diff != "" {
 			t.Errorf("writes (-want +got):\n%s", diff)
@@ -367,7 +371,7 @@ func TestWriteBack(t *testing.T) {
 			t.Errorf("raw writes (-want +got):\n%s", diff)
 		}
 		st := h.set.Stats()
-		if st.Writes != 5 || st.WriteErrors != 3 {
+		if st.Writes != 7 || st.WriteErrors != 5 {
 			t.Errorf("write stats: %+v", st)
 		}
 		// Offline: writes are answered at once.

@@ -285,6 +285,14 @@ func (v *validator) point(at string, raw, p *PointConfig, c *DeviceConfig) {
 	if !utf8.ValidString(p.Unit) {
 		v.add(at+".unit", "not valid UTF-8")
 	}
+	if r := p.Valid; r != nil {
+		switch {
+		case r.Min == nil && r.Max == nil:
+			v.add(at+".valid", "needs min, max or both, e.g. valid: {min: 0, max: 400}")
+		case r.Min != nil && r.Max != nil && !(*r.Min <= *r.Max):
+			v.add(at+".valid.max", "max (%g) is below min (%g)", *r.Max, *r.Min)
+		}
+	}
 }
 
 // driverKeys rejects keys of another driver (checked on the config as
@@ -367,6 +375,9 @@ func (v *validator) driverKeys(at string, raw, c *DeviceConfig) {
 			if p.Bit != nil {
 				not(pat+".bit", "bit", "modbus")
 			}
+		}
+		if p.Key != "" && (driver != "serial" || raw.Parse == nil || raw.Parse.Regex != "") {
+			v.add(pat+".key", "key is only valid for driver serial with parse: {kv: true} or {json: true} (a regex names its groups after the points)")
 		}
 		if driver != "sim" {
 			if p.Sim != "" {

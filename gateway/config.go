@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"regexp"
@@ -34,7 +35,13 @@ type Config struct {
 	// Integrations feed the device map to other systems (Home Assistant
 	// discovery); see homeassistant.go.
 	Integrations IntegrationsConfig `yaml:"integrations"`
+
+	warnings []Problem
 }
+
+// Warnings are the settings of a loaded file that are valid but almost
+// certainly wrong (see lint); `check` prints them and `run` logs them.
+func (c *Config) Warnings() []Problem { return c.warnings }
 
 // GatewayConfig is the `gateway:` section.
 type GatewayConfig struct {
@@ -72,7 +79,8 @@ type LogConfig struct {
 }
 
 // HTTPConfig is the ops endpoint: /healthz, /readyz, /metrics. Address
-// defaults to 127.0.0.1:9100; "off" disables it.
+// defaults to 127.0.0.1:9180 (not 9100: that is node_exporter's port);
+// "off" disables it.
 type HTTPConfig struct {
 	Address string `yaml:"address"`
 }
@@ -100,7 +108,7 @@ func (c *Config) Defaults() {
 		g.Log.Format = "text"
 	}
 	if g.HTTP.Address == "" {
-		g.HTTP.Address = "127.0.0.1:9100"
+		g.HTTP.Address = "127.0.0.1:9180"
 	}
 	if g.ShutdownTimeout == 0 {
 		g.ShutdownTimeout = 10 * time.Second
@@ -219,11 +227,26 @@ func joinPath(section, rel string) string {
 // Load reads, decodes, defaults and validates the configuration file. On
 // any problem it returns a *ConfigError listing all of them with their lines.
 func Load(path string, drivers map[string]devices.Driver) (*Config, error) {
+	return load(path, drivers, true)
+}
+
+// LoadForDoctor is Load without opening the *_file keys: doctor checks
+// them itself, for the service user, one line each.
+func LoadForDoctor(path string, drivers map[string]devices.Driver) (*Config, error) {
+	return load(path, drivers, false)
+}
+
+func load(path string, drivers map[string]devices.Driver, files bool) (*Config, error) {
 	data, err := readConfig(path)
-	if err != nil {
-		return nil, err
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return nil, fmt.Errorf("read config: %w (the gateway runs as user %s under systemd: chgrp %s %s && chmod 0640 %s)", err, ServiceUser, ServiceUser, path, path)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("read config: %w (give the file with --config; the packaged one is %s)", err, DefaultConfigPath)
+	case err != nil:
+		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data, drivers)
+	return parseConfig(path, data, drivers, files)
 }
 
 // MaxConfigSize bounds the configuration file: a larger one is refused
@@ -236,31 +259,35 @@ const MaxConfigSize = 16 << 20
 func readConfig(path string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("read config %s: not a regular file (%s)", path, st.Mode().Type())
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
 	}
 	if st.Size() > MaxConfigSize {
-		return nil, fmt.Errorf("read config %s: %d bytes, more than the %d MiB a configuration may have", path, st.Size(), MaxConfigSize>>20)
+		return nil, fmt.Errorf("%s: %d bytes, more than the %d MiB a configuration may have", path, st.Size(), MaxConfigSize>>20)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, err
 	}
 	if len(data) > MaxConfigSize {
-		return nil, fmt.Errorf("read config %s: more than the %d MiB a configuration may have", path, MaxConfigSize>>20)
+		return nil, fmt.Errorf("%s: more than the %d MiB a configuration may have", path, MaxConfigSize>>20)
 	}
 	return data, nil
 }
 
 // Parse is Load for configuration text already read; name is used in errors.
 func Parse(name string, data []byte, drivers map[string]devices.Driver) (*Config, error) {
+	return parseConfig(name, data, drivers, true)
+}
+
+func parseConfig(name string, data []byte, drivers map[string]devices.Driver, files bool) (*Config, error) {
 	var cfg Config
 	pos, probs := decodeStrict(data, &cfg)
 	if pos == nil { // not YAML at all
@@ -279,16 +306,27 @@ func Parse(name string, data []byte, drivers map[string]devices.Driver) (*Config
 	if keepForever {
 		cfg.Bridge.Buffer.MaxAge = 0
 	}
+	reported := map[string]bool{} // paths validation found a problem with
 	for _, p := range cfg.Validate(drivers) {
 		if bad[p.Path] {
 			continue
 		}
 		p.Line = pos.line(p.Path)
+		p.Msg = withHint(p.Msg)
+		reported[p.Path] = true
 		probs = append(probs, p)
+	}
+	if files {
+		for _, p := range fileProblems(pos) {
+			if !bad[p.Path] && !reported[p.Path] {
+				probs = append(probs, p)
+			}
+		}
 	}
 	if len(probs) > 0 {
 		sortProblems(probs)
 		return nil, &ConfigError{File: name, Problems: probs}
 	}
+	cfg.warnings = lint(&cfg, pos)
 	return &cfg, nil
 }

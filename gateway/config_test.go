@@ -30,7 +30,7 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatal(ce)
 	}
 	g := cfg.Gateway
-	if g.DataDir != "/var/lib/fieldgate" || g.HTTP.Address != "127.0.0.1:9100" || g.Log.Level != "info" || g.Log.Format != "text" || g.ShutdownTimeout != 10*time.Second {
+	if g.DataDir != "/var/lib/fieldgate" || g.HTTP.Address != "127.0.0.1:9180" || g.Log.Level != "info" || g.Log.Format != "text" || g.ShutdownTimeout != 10*time.Second {
 		t.Errorf("defaults not applied: %+v", g)
 	}
 	if cfg.Bridge != nil {
@@ -72,7 +72,7 @@ func TestParseProblems(t *testing.T) {
 		}},
 		{"bad duration and size with a validation error", "gateway:\n  id: 'a b'\n  shutdown_timeout: soon\nbridge:\n  upstream: {url: mqtt://h:1}\n  forward: [{filter: '#'}]\n  buffer: {max_bytes: huge}\n", []string{
 			`gateway.id (line 2): "a b": use letters, digits, '.', '-' and '_' (it appears in MQTT topics)`,
-			"gateway.shutdown_timeout (line 3): cannot unmarshal !!str `soon` into time.Duration",
+			`gateway.shutdown_timeout (line 3): "soon" must be a duration, e.g. 2s, 500ms or 5m`,
 			`bridge.buffer.max_bytes (line 7): invalid size "huge"`,
 		}},
 		{"http address", "gateway: {id: x, http: {address: nope}}\n", []string{

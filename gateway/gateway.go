@@ -50,6 +50,7 @@ type Gateway struct {
 
 	reloadMu sync.Mutex // serialises reloads, and reloads with the stop
 	clock    clockWatch
+	build    BuildInfo // set by SetBuild before Run
 
 	mu     sync.Mutex
 	ready  bool
@@ -72,7 +73,9 @@ type ComponentError struct {
 	Err       error
 }
 
-func (e *ComponentError) Error() string { return e.Component + ": " + e.Err.Error() }
+// Error names the component once: the packages prefix their own errors
+// ("broker: …"), and the log must not read "broker: broker: …".
+func (e *ComponentError) Error() string { return prefixed(e.Component, e.Err).Error() }
 func (e *ComponentError) Unwrap() error { return e.Err }
 
 // errStoppedEarly is the failure of a component whose Run returned nil
@@ -182,12 +185,13 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 
 	b, err := broker.New(cfg.Broker, broker.Options{
+		Version: g.build.Version,
 		DataDir: dataDir,
 		Logger:  g.log,
 		Ingress: func(m *broker.Message) (broker.Stored, error) { return g.ingress(br, m) },
 	})
 	if err != nil {
-		return fmt.Errorf("broker: %w", err)
+		return prefixed("broker", err)
 	}
 	if cfg.Bridge != nil {
 		br, err = bridge.New(*cfg.Bridge, bridge.Options{
@@ -198,7 +202,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			DataDir: filepath.Join(dataDir, "bridge"),
 		})
 		if err != nil {
-			return fmt.Errorf("bridge: %w", err)
+			return prefixed("bridge", err)
 		}
 	}
 	g.clock.check(g.log)
@@ -362,7 +366,7 @@ func (g *Gateway) newDevices(cfg *Config, b *broker.Broker) (*devices.Set, error
 		ClockSynced: synced,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w", err)
+		return nil, prefixed("devices", err)
 	}
 	return set, nil
 }
@@ -460,8 +464,9 @@ func lockDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder := lockHolder(f)
 		f.Close()
-		return nil, fmt.Errorf("data_dir %s is in use by another fieldgate process: %w", dir, err)
+		return nil, fmt.Errorf("data_dir %s is in use by another fieldgate process%s: %w", dir, holder, err)
 	}
 	return func() { f.Close() }, nil
 }

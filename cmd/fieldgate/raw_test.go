@@ -12,25 +12,7 @@ import (
 	"time"
 )
 
-func mqttStr(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
-
-// mqttPacket frames body with a fixed header byte and a remaining length.
-func mqttPacket(header byte, body []byte) []byte {
-	out := []byte{header}
-	n := len(body)
-	for {
-		b := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			b |= 0x80
-		}
-		out = append(out, b)
-		if n == 0 {
-			break
-		}
-	}
-	return append(out, body...)
-}
+// mqttStr and mqttPacket are in recvmax_e2e_test.go.
 
 // connectOpts describes a CONNECT.
 type connectOpts struct {

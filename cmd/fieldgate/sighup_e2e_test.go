@@ -24,6 +24,7 @@ func TestSIGHUPStormDuringStop(t *testing.T) {
 `, name)
 	}
 	header := strings.Replace(anonHeader, "  http:", "  shutdown_timeout: 3s\n  http:", 1)
+	reloaded := 0
 	for round := range 12 {
 		dir := t.TempDir()
 		g := startGW(t, dir, header+devices("a"))
@@ -58,13 +59,21 @@ func TestSIGHUPStormDuringStop(t *testing.T) {
 		if g.exitCode != 0 {
 			t.Fatalf("round %d: exit code %d after SIGTERM:\n%s", round, g.exitCode, g.log.String())
 		}
-		if log := g.log.String(); strings.Contains(log, "shutdown timeout") || strings.Contains(log, "need a restart") || !strings.Contains(log, "fieldgate stopped") ||
-			!strings.Contains(log, "configuration reloaded") {
-			t.Fatalf("round %d: no reload, or an unclean stop:\n%s", round, log)
+		log := g.log.String()
+		if strings.Contains(log, "shutdown timeout") || strings.Contains(log, "need a restart") || !strings.Contains(log, "fieldgate stopped") {
+			t.Fatalf("round %d: an unclean stop:\n%s", round, log)
+		}
+		// On a loaded machine the stop may win every race in a round; the
+		// storm must still have raced real reloads against stops somewhere.
+		if strings.Contains(log, "configuration reloaded") {
+			reloaded++
 		}
 		if err := g.cmd.Process.Signal(syscall.Signal(0)); err == nil || !strings.Contains(err.Error(), "process already finished") {
 			t.Fatalf("round %d: process still there after exit: %v", round, err)
 		}
 		_ = os.RemoveAll(dir)
+	}
+	if reloaded == 0 {
+		t.Fatal("no round reloaded before its stop: the storm raced nothing")
 	}
 }
