@@ -299,7 +299,7 @@ func TestAttackOversizeMessageBlocksBridge(t *testing.T) {
 			for i := range 5 {
 				pub("myhome/after", fmt.Sprint(i))
 			}
-			eventually(t, 30*time.Second, "the messages after the big one upstream", func() bool {
+			eventually(t, 60*time.Second, "the messages after the big one upstream", func() bool {
 				return s.has("sites/e2e/myhome/after 4")
 			})
 			for _, l := range s.snapshot() {
