@@ -96,7 +96,8 @@ type Bridge struct {
 	pace       pacer
 	watch      linkWatch // what the reconnect loop last logged
 
-	disc atomic.Pointer[RefusedError] // the last DISCONNECT the upstream sent
+	disc   atomic.Pointer[RefusedError] // the last DISCONNECT the upstream sent
+	poison poison                       // see oversize.go
 
 	st counters
 }
@@ -119,6 +120,7 @@ type counters struct {
 	dropCorrupt, dropExpired, dropRejectd atomic.Uint64
 	dropOffline, dropOverflow, dropLocal  atomic.Uint64
 	dropInvalid                           atomic.Uint64
+	dropTooLarge, dropPoison              atomic.Uint64
 	inflight, window                      atomic.Int64
 	inflightBytes                         atomic.Int64  // topic + payload bytes of the messages in flight
 	rate                                  atomic.Uint64 // float64 bits
@@ -232,7 +234,9 @@ func (b *Bridge) IngestAsync(m Message) (*Ingestion, error) {
 		if !match(r.filter, m.Topic) {
 			continue
 		}
-		if len(r.prefix)+len(m.Topic) > 65535 {
+		if len(r.prefix)+len(m.Topic) > 65535 || isStatusTopic(r.prefix, m.Topic, b.status) {
+			// Too long for MQTT, or the status topic, which only the
+			// bridge publishes (a local client could spoof the status).
 			b.st.dropInvalid.Add(1)
 			continue
 		}
@@ -655,6 +659,13 @@ func (b *Bridge) serve(ctx context.Context, l link) error {
 		left = append(left, head)
 	}
 	b.leftover = b.collect(left, fifo)
+	if ctx.Err() == nil {
+		var oldest uint64
+		if len(b.leftover) > 0 {
+			oldest = b.leftover[0].seq
+		}
+		b.poison.lost(oldest)
+	}
 	b.st.inflight.Store(int64(len(b.leftover)))
 	var bytes int64
 	for _, f := range b.leftover {
@@ -827,6 +838,12 @@ func (b *Bridge) send(ctx context.Context, l link, slots chan struct{}, fifo cha
 					return bufferErr("ack", err)
 				}
 				b.cursor = e.seq
+				continue
+			}
+			if aside, err := b.oversized(l, e); err != nil || aside {
+				if err != nil {
+					return err
+				}
 				continue
 			}
 			r := &e.rec

@@ -85,6 +85,15 @@ type UpstreamConfig struct {
 	// Backoff between connection attempts: exponential from Min to Max
 	// with full jitter. Defaults 1s and 2m.
 	Backoff Backoff `yaml:"backoff"`
+	// MaxPacketSize is the largest packet the upstream accepts, in bytes
+	// (whole PUBLISH packet: header, topic, properties, payload). An MQTT 5
+	// upstream announces its own in CONNACK; the smaller of the two
+	// applies. MQTT 3.1.1 has no way to announce it, so set it for a 3.1.1
+	// upstream that has a limit (AWS IoT Core: 128KiB). A buffered message
+	// larger than the limit is set aside (acknowledged in the buffer,
+	// counted as dropped "too_large", logged with its topic and size).
+	// Zero: no limit other than the upstream's announced one.
+	MaxPacketSize buffer.Size `yaml:"max_packet_size"`
 }
 
 // Backoff bounds the reconnect delay.
@@ -290,6 +299,7 @@ func (c *Config) Validate() error {
 			add(p+".qos", "%d: want 0, 1 or 2", *r.QoS)
 		}
 	}
+	errs = append(errs, c.loopErrors()...)
 	if c.Inflight < 1 || c.Inflight > 65535 {
 		add("inflight", "%d out of range [1, 65535]", c.Inflight)
 	}

@@ -162,4 +162,5 @@ type noWriteDeadline struct{ net.Conn }
 func (noWriteDeadline) SetWriteDeadline(time.Time) error { return nil }
 
 func (l *link3) receiveMaximum() int  { return 65535 }
+func (l *link3) maxPacketSize() int   { return 0 } // 3.1.1 cannot announce one
 func (l *link3) sessionPresent() bool { return false }

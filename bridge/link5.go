@@ -32,6 +32,9 @@ type link interface {
 	// abort closes the socket (idempotent); it unblocks pending writes.
 	abort()
 	receiveMaximum() int
+	// maxPacketSize is the largest packet the upstream announced it
+	// accepts; 0 when it announced none.
+	maxPacketSize() int
 	// sessionPresent reports whether the upstream resumed the previous
 	// session, i.e. whether messages in flight on the previous connection
 	// are being completed by this one.
@@ -170,6 +173,7 @@ type link5 struct {
 	// From the CONNACK: what the upstream accepts.
 	maxQoS   byte
 	retainOK bool
+	maxPkt   int
 }
 
 type connectParams struct {
@@ -243,6 +247,9 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 			l.maxQoS = *pr.MaximumQoS
 		}
 		l.retainOK = pr.RetainAvailable
+		if pr.MaximumPacketSize != nil {
+			l.maxPkt = int(*pr.MaximumPacketSize)
+		}
 	}
 	return l, nil
 }
@@ -352,6 +359,7 @@ func (l *link5) close(graceful bool) {
 func (l *link5) abort() { _ = l.conn.Close() }
 
 func (l *link5) receiveMaximum() int  { return l.recvMax }
+func (l *link5) maxPacketSize() int   { return l.maxPkt }
 func (l *link5) sessionPresent() bool { return l.present }
 
 func fromPaho5(p *paho.Publish) Message {

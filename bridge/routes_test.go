@@ -74,9 +74,10 @@ func TestSubscribeRoutesAndStatus(t *testing.T) {
 			q := openQueue(t, buffer.Config{})
 			cfg := testConfig("mqtt://" + px.addr())
 			cfg.Upstream.Protocol = protocol
-			// Forwarding everything would send commands straight back up (and
-			// round again) without the Origin rule.
-			cfg.Forward = []ForwardRoute{{Filter: "#", Prefix: "sites/{gateway}/", QoS: new(byte(1))}}
+			// The forward route matches the commands as published locally:
+			// they would go straight back up without the Origin rule. (Routes
+			// whose upstream spaces overlap are refused by Validate.)
+			cfg.Forward = []ForwardRoute{{Filter: "local/#", Prefix: "sites/{gateway}/up/", QoS: new(byte(1))}}
 			cfg.Subscribe = []SubscribeRoute{{Filter: "sites/{gateway}/cmd/#", StripPrefix: "sites/{gateway}/", Prefix: "local/"}}
 			cfg.StatusInterval = new(20 * time.Millisecond)
 			cfg.Defaults()

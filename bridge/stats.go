@@ -53,6 +53,8 @@ type Dropped struct {
 	QoS0Overflow uint64 `json:"qos0_overflow"` // unbuffered QoS 0 beyond the hand-off queue
 	LocalPublish uint64 `json:"local_publish"` // upstream messages the local broker refused
 	Invalid      uint64 `json:"invalid"`       // mapped topic longer than MQTT allows
+	TooLarge     uint64 `json:"too_large"`     // larger than the upstream's maximum packet size (set aside)
+	Poison       uint64 `json:"poison"`        // the upstream connection broke on it again and again (set aside)
 }
 
 // Stats returns a snapshot. Safe for concurrent use.
@@ -90,6 +92,8 @@ func (b *Bridge) Stats() Stats {
 			QoS0Overflow: b.st.dropOverflow.Load(),
 			LocalPublish: b.st.dropLocal.Load(),
 			Invalid:      b.st.dropInvalid.Load(),
+			TooLarge:     b.st.dropTooLarge.Load(),
+			Poison:       b.st.dropPoison.Load(),
 		},
 		Buffer: qs.Dropped,
 	}

@@ -50,6 +50,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
 )
 
 // InProcessPrefix starts the Origin of every in-process publish: Publish with
@@ -182,14 +183,15 @@ type Broker struct {
 
 	srv atomic.Pointer[mqtt.Server] // set by Run; kept afterwards for Stats
 
-	mu       sync.Mutex
-	started  bool
-	addrs    []net.Addr
-	subs     map[int]*inprocSub
-	nextSub  int
-	subsLive bool // in-process subscriptions are installed in srv
-	origins  map[string]*mqtt.Client
-	stopping chan struct{} // closed when Run begins shutting down
+	mu        sync.Mutex
+	started   bool
+	addrs     []net.Addr
+	listeners []*listener
+	subs      map[int]*inprocSub
+	nextSub   int
+	subsLive  bool // in-process subscriptions are installed in srv
+	origins   map[string]*mqtt.Client
+	stopping  chan struct{} // closed when Run begins shutting down
 
 	// Publish calls in progress; Run waits for them before closing the store.
 	pubMu   sync.Mutex
@@ -202,6 +204,18 @@ type Broker struct {
 	conns sync.Map // net.Conn → *mqtt.Client, to drop the flows' entries
 
 	ingressRejected, authFailures, aclDenied, deliveryWaits, deliveryTimeouts, slowDisconnects atomic.Int64
+
+	refusals     *keyed                              // refusal log lines, per client (guard.go)
+	refusalsAddr *keyed                              // and per remote address
+	failedLogins *keyed                              // failed logins, per address and username
+	connackCodes sync.Map                            // net.Conn → packets.Code, the reason of a refused CONNECT
+	store        *persistHook                        // set by Run before serving
+	owned        atomic.Pointer[map[string]struct{}] // topics owned by in-process publishers (owned.go)
+
+	pending      sync.Map     // net.Conn → func(), for connections before their CONNECT completed
+	pendingCount atomic.Int64 // their number
+	connRate     *keyed       // new connections per remote address
+	loginGates   gates        // logins in progress per address and username (guard.go)
 }
 
 type inprocSub struct {
@@ -233,6 +247,11 @@ func New(cfg Config, opts Options) (*Broker, error) {
 		subs:     map[int]*inprocSub{},
 		origins:  map[string]*mqtt.Client{},
 		stopping: make(chan struct{}),
+
+		refusals:     newKeyed(rate.Every(logEvery), logBurst, 10000),
+		refusalsAddr: newKeyed(addrLogRate, addrLogBurst, 10000),
+		failedLogins: newKeyed(rate.Every(loginEvery), loginBurst, 10000),
+		connRate:     newKeyed(rate.Limit(cfg.Limits.ConnectRate), 2*cfg.Limits.ConnectRate, 10000),
 	}
 	b.pubCond = sync.NewCond(&b.pubMu)
 	b.auth.Store(compileAuth(cfg.Auth))
@@ -287,6 +306,9 @@ func (b *Broker) Run(ctx context.Context) error {
 	if err := srv.AddHook(&policy{b: b}, nil); err != nil {
 		return fmt.Errorf("broker: add policy hook: %w", err)
 	}
+	if err := srv.AddHook(&guard{b: b}, nil); err != nil {
+		return fmt.Errorf("broker: add guard hook: %w", err)
+	}
 	if err := b.openStore(srv, filepath.Join(dir, "broker.db")); err != nil {
 		return err
 	}
@@ -298,6 +320,9 @@ func (b *Broker) Run(ctx context.Context) error {
 			shutdownListeners(ls)
 			_ = srv.Close()
 			return fmt.Errorf("broker: %w", err)
+		}
+		l.refused = func(addr, origin string) {
+			b.refusal("", addr, "websocket connection refused", "addr", addr, "origin", origin, "", "origin not in allowed_origins")
 		}
 		ls = append(ls, l)
 	}
@@ -311,6 +336,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	for _, l := range ls {
 		b.addrs = append(b.addrs, l.ln.Addr())
 	}
+	b.listeners = ls
 	pending := make(map[int]*inprocSub, len(b.subs))
 	for id, s := range b.subs {
 		pending[id] = s
@@ -335,7 +361,13 @@ func (b *Broker) Run(ctx context.Context) error {
 	}
 	for _, l := range ls {
 		l.start(func(id string, c net.Conn) error {
+			release, ok := b.admit(c) // admit.go
+			if !ok {
+				return nil
+			}
 			bc := newBatchConn(c)
+			b.pending.Store(bc, release)
+			_ = bc.SetDeadline(time.Now().Add(b.cfg.Limits.ConnectTimeout))
 			defer b.connDone(bc)
 			return srv.EstablishConnection(id, bc)
 		}, reportLn)
@@ -380,6 +412,8 @@ func (b *Broker) Run(ctx context.Context) error {
 // call OnDisconnect when a connection fails between authentication and
 // CONNACK.
 func (b *Broker) connDone(c net.Conn) {
+	b.connackCodes.Delete(c)
+	b.connected(c)
 	if cl, ok := b.conns.LoadAndDelete(c); ok {
 		b.closeLine(cl.(*mqtt.Client))
 		b.endFlow(cl.(*mqtt.Client))
@@ -624,42 +658,92 @@ func (b *Broker) Stats() Stats {
 // Serve and not waited for by Close) has returned, from its last log line (a
 // Debug line, let through once closing is set: mochi logs a Debug line for
 // every publish a hook refuses, too costly to build for nothing).
+//
+// It also keeps what clients send out of the log: mochi attaches whole
+// packets (payload included) and wills to some lines; those attributes are
+// dropped, and its warnings and errors are rate-limited per client (see
+// logEvery), so a client sending bad packets in a loop cannot flood the
+// journal. Its warning about a short keepalive, logged before the client is
+// authenticated, is lowered to Debug.
 type loopWatch struct {
 	slog.Handler
 	halted  chan struct{}
 	once    *sync.Once
 	closing *atomic.Bool
+	lines   *keyed
 }
 
 const loopHaltedMsg = "system event loop halted"
 
 func newLoopWatch(h slog.Handler) *loopWatch {
-	return &loopWatch{Handler: h, halted: make(chan struct{}), once: new(sync.Once), closing: new(atomic.Bool)}
+	return &loopWatch{Handler: h, halted: make(chan struct{}), once: new(sync.Once), closing: new(atomic.Bool),
+		lines: newKeyed(rate.Every(logEvery), logBurst, 10000)}
 }
 
 func (w *loopWatch) Enabled(ctx context.Context, l slog.Level) bool {
 	return (l == slog.LevelDebug && w.closing.Load()) || w.Handler.Enabled(ctx, l)
 }
 
+// mochiDumps are the attribute keys under which mochi logs packets and wills.
+var mochiDumps = map[string]bool{"pk": true, "packet": true, "will": true, "cl": true}
+
 func (w *loopWatch) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == loopHaltedMsg {
 		w.once.Do(func() { close(w.halted) })
 	}
-	if r.Level == slog.LevelInfo {
+	if r.Level == slog.LevelInfo || r.Message == mqtt.ErrMinimumKeepalive.Error() || deniedByACL(r) {
 		r.Level = slog.LevelDebug
 	}
 	if !w.Handler.Enabled(ctx, r.Level) {
 		return nil
 	}
-	return w.Handler.Handle(ctx, r)
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	client := ""
+	r.Attrs(func(a slog.Attr) bool {
+		switch {
+		case mochiDumps[a.Key]:
+		case a.Key == "client":
+			client = a.Value.String()
+			out.AddAttrs(slog.String("client", logValue(client)))
+		case a.Value.Kind() == slog.KindString:
+			out.AddAttrs(slog.String(a.Key, logValue(a.Value.String())))
+		default:
+			out.AddAttrs(a)
+		}
+		return true
+	})
+	if r.Level >= slog.LevelWarn {
+		ok, n := w.lines.allow(client)
+		if !ok {
+			return nil
+		}
+		if n > 0 {
+			out.AddAttrs(slog.Int("suppressed", n))
+		}
+	}
+	return w.Handler.Handle(ctx, out)
+}
+
+// deniedByACL reports mochi's line for a connection it ends after an ACL
+// refusal, which the policy has logged already.
+func deniedByACL(r slog.Record) bool {
+	denied := false
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "error" && a.Value.String() == packets.ErrNotAuthorized.Reason {
+			denied = true
+			return false
+		}
+		return true
+	})
+	return denied
 }
 
 func (w *loopWatch) WithAttrs(a []slog.Attr) slog.Handler {
-	return &loopWatch{Handler: w.Handler.WithAttrs(a), halted: w.halted, once: w.once, closing: w.closing}
+	return &loopWatch{Handler: w.Handler.WithAttrs(a), halted: w.halted, once: w.once, closing: w.closing, lines: w.lines}
 }
 
 func (w *loopWatch) WithGroup(g string) slog.Handler {
-	return &loopWatch{Handler: w.Handler.WithGroup(g), halted: w.halted, once: w.once, closing: w.closing}
+	return &loopWatch{Handler: w.Handler.WithGroup(g), halted: w.halted, once: w.once, closing: w.closing, lines: w.lines}
 }
 
 // openStore adds the persistence hook on path. A store that cannot be opened
@@ -668,7 +752,7 @@ func (w *loopWatch) WithGroup(g string) slog.Handler {
 // persistent sessions are lost, acknowledged bridge data (in the buffer) is
 // not, and the gateway starts.
 func (b *Broker) openStore(srv *mqtt.Server, path string) error {
-	err := addStore(srv, path)
+	err := b.addStore(srv, path)
 	if err == nil {
 		return nil
 	}
@@ -681,7 +765,7 @@ func (b *Broker) openStore(srv *mqtt.Server, path string) error {
 	}
 	b.log.Error("broker store is corrupt; moved aside, starting with an empty one (retained messages and sessions lost)",
 		"path", path, "moved_to", aside, "err", err)
-	if err := addStore(srv, path); err != nil {
+	if err := b.addStore(srv, path); err != nil {
 		return fmt.Errorf("broker: open fresh store %s: %w", path, err)
 	}
 	return nil
@@ -689,11 +773,16 @@ func (b *Broker) openStore(srv *mqtt.Server, path string) error {
 
 // addStore opens the bbolt store, turning a panic inside bbolt on a corrupt
 // file into an error.
-func addStore(srv *mqtt.Server, path string) (err error) {
+func (b *Broker) addStore(srv *mqtt.Server, path string) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("store panicked: %v", r)
 		}
 	}()
-	return srv.AddHook(newPersistHook(), path)
+	h := newPersistHook()
+	if err := srv.AddHook(h, path); err != nil {
+		return err
+	}
+	b.store = h
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -54,6 +55,16 @@ type ListenerConfig struct {
 	Address string `yaml:"address"`
 	// TLS is required for type tls, optional for websocket, refused for tcp.
 	TLS *TLSConfig `yaml:"tls"`
+	// AllowedOrigins (websocket only) lists the web origins
+	// ("https://dashboard.example.com", scheme://host[:port]) whose pages
+	// may connect; "*" allows every origin. A websocket request without
+	// an Origin header (MQTT clients that are not browsers) is always
+	// accepted, and so is one whose Origin is this listener itself
+	// addressed by IP (paho's Python client sends that). Default: none,
+	// so no web page can connect: a browser always sends its page's
+	// origin, and without this check any web page a user on the network
+	// opens could publish to the gateway.
+	AllowedOrigins []string `yaml:"allowed_origins"`
 }
 
 // TLSConfig holds PEM files for a TLS listener.
@@ -172,6 +183,18 @@ type LimitsConfig struct {
 	// is closed (MQTT 5: DISCONNECT 0x97, quota exceeded), and a persistent
 	// session keeps its QoS 1/2 messages for the next connection.
 	WhenQueueFull string `yaml:"when_queue_full"`
+	// ConnectTimeout is how long a new connection may take to complete its
+	// CONNECT (TLS and websocket handshakes included); then it is closed.
+	// Default 5s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxPendingConnections is the number of connections that have not
+	// completed CONNECT yet; further connections are closed at once.
+	// Default 128.
+	MaxPendingConnections int `yaml:"max_pending_connections"`
+	// ConnectRate is the number of new connections accepted per second
+	// from one remote address (IP), with bursts of twice that; further
+	// connections from it are closed at once. Default 10.
+	ConnectRate int `yaml:"connect_rate"`
 }
 
 // Defaults fills every unset field with its documented default, in place.
@@ -211,6 +234,9 @@ func (c *Config) Defaults() {
 	if l.WhenQueueFull == "" {
 		l.WhenQueueFull = QueueFullDrop
 	}
+	setDur(&l.ConnectTimeout, 5*time.Second)
+	setInt(&l.MaxPendingConnections, 128)
+	setInt(&l.ConnectRate, 10)
 }
 
 // FieldError is one configuration problem; Path is relative to `broker:`.
@@ -252,6 +278,17 @@ func (c *Config) Validate() error {
 		}
 		if err := checkAddress(l.Address); err != nil {
 			add(p+".address", "%v", err)
+		}
+		if len(l.AllowedOrigins) > 0 && l.Type != ListenerWebsocket {
+			add(p+".allowed_origins", "only for type websocket")
+		}
+		for j, o := range l.AllowedOrigins {
+			if o == "*" {
+				continue
+			}
+			if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+				add(fmt.Sprintf("%s.allowed_origins[%d]", p, j), "%q: want scheme://host[:port] (e.g. https://dashboard.example.com) or \"*\"", o)
+			}
 		}
 		if l.TLS != nil && l.Type != ListenerTCP {
 			for _, e := range l.TLS.check() {
@@ -437,5 +474,10 @@ func (l *LimitsConfig) validate(prefix string) []error {
 	default:
 		add("when_queue_full", "must be %s or %s (got %q)", QueueFullDrop, QueueFullDisconnect, l.WhenQueueFull)
 	}
+	if l.ConnectTimeout < 100*time.Millisecond || l.ConnectTimeout > 10*time.Minute {
+		add("connect_timeout", "must be between 100ms and 10m (got %s)", l.ConnectTimeout)
+	}
+	rangeInt("max_pending_connections", l.MaxPendingConnections, 1, math.MaxInt32)
+	rangeInt("connect_rate", l.ConnectRate, 1, 1000000)
 	return errs
 }

@@ -22,7 +22,8 @@ func TestDefaults(t *testing.T) {
 		SysInterval: 10 * time.Second,
 		Limits: LimitsConfig{MaxClients: 1000, MaxPacketSize: 256 << 10, ReceiveMaximum: 256, MaxInflight: 1024,
 			MaxQueuedMessages: 2048, MaxKeepalive: 5 * time.Minute, MaxSessionExpiry: new(168 * time.Hour),
-			TopicAliasMaximum: new(64), DeliveryWait: new(time.Second), WhenQueueFull: "drop"},
+			TopicAliasMaximum: new(64), DeliveryWait: new(time.Second), WhenQueueFull: "drop",
+			ConnectTimeout: 5 * time.Second, MaxPendingConnections: 128, ConnectRate: 10},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Fatalf("Defaults (-want +got):\n%s", diff)

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -20,15 +22,17 @@ import (
 // (mochi's Serve leaves them untracked), and so that the bound address is
 // known before serving starts.
 type listener struct {
-	id    string
-	kind  string
-	ln    net.Listener // already wrapped with TLS for tls and wss
-	log   *slog.Logger
-	serve func(id string, c net.Conn) error // mochi's EstablishConnection
+	id      string
+	kind    string
+	ln      net.Listener              // already wrapped with TLS for tls and wss, then retryListener
+	origins []string                  // websocket: allowed browser origins
+	refused func(addr, origin string) // logs a refused origin; may be nil
+	retry   *retryListener
+	log     *slog.Logger
+	serve   func(id string, c net.Conn) error // mochi's EstablishConnection
 	// failed is called once if the listener stops accepting on its own
 	// (the socket failed), with the reason.
 	failed func(error)
-	stop   chan struct{} // closed by stopAccepting: ends the accept backoff
 
 	mu      sync.Mutex
 	closing bool
@@ -51,13 +55,16 @@ func bindListener(id string, lc ListenerConfig, log *slog.Logger) (*listener, er
 		}
 		ln = tls.NewListener(ln, cfg)
 	}
+	llog := log.With("listener", id, "type", lc.Type, "address", ln.Addr().String())
+	retry := newRetryListener(ln, llog)
 	return &listener{
-		id:    id,
-		kind:  lc.Type,
-		ln:    ln,
-		log:   log.With("listener", id, "type", lc.Type, "address", ln.Addr().String()),
-		conns: map[net.Conn]struct{}{},
-		stop:  make(chan struct{}),
+		origins: lc.AllowedOrigins,
+		id:      id,
+		kind:    lc.Type,
+		ln:      retry,
+		retry:   retry,
+		log:     llog,
+		conns:   map[net.Conn]struct{}{},
 	}, nil
 }
 
@@ -69,7 +76,7 @@ func (l *listener) start(serve func(id string, c net.Conn) error, failed func(er
 	if l.kind == ListenerWebsocket {
 		up := &websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
-			CheckOrigin:  func(*http.Request) bool { return true },
+			CheckOrigin:  l.checkOrigin,
 		}
 		l.httpSrv = &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -91,35 +98,15 @@ func (l *listener) start(serve func(id string, c net.Conn) error, failed func(er
 		return
 	}
 	l.wg.Go(func() {
-		var delay time.Duration // backoff after a transient accept error
 		for {
-			c, err := l.ln.Accept()
+			c, err := l.ln.Accept() // retries temporary errors (retryListener)
 			if err != nil {
-				if l.isClosing() {
-					return
-				}
-				if !transientAccept(err) {
+				// Transient errors (EMFILE…) are retried inside
+				// retryListener; this one is closing or fatal.
+				if !l.isClosing() {
 					l.fail(err)
-					return
 				}
-				// Out of descriptors or memory for a moment: retry as
-				// net/http does (5ms doubling to 1s), log once per episode.
-				if delay == 0 {
-					l.log.Warn("accept failed; retrying", "err", err)
-				}
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				t := time.NewTimer(delay)
-				select {
-				case <-t.C:
-				case <-l.stop:
-					t.Stop()
-					return
-				}
-				continue
-			}
-			if delay != 0 {
-				l.log.Info("accepting again")
-				delay = 0
+				return
 			}
 			if !l.track(c) {
 				_ = c.Close()
@@ -197,9 +184,6 @@ func (l *listener) untrack(c net.Conn) {
 // stopAccepting closes the listening socket; live connections continue.
 func (l *listener) stopAccepting() {
 	l.mu.Lock()
-	if !l.closing {
-		close(l.stop)
-	}
 	l.closing = true
 	l.mu.Unlock()
 	if l.httpSrv != nil {
@@ -274,4 +258,31 @@ func shutdownListeners(ls []*listener) {
 		l.stopAccepting()
 		l.closeConns()
 	}
+}
+
+// checkOrigin decides whether a websocket upgrade may proceed (see
+// ListenerConfig.AllowedOrigins). A refused request gets 403 and is logged
+// (rate-limited per address).
+func (l *listener) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	for _, o := range l.origins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	// The listener itself, addressed by IP: it serves no pages, so no
+	// browser page has this origin (a host name could be re-bound by DNS
+	// to this address, an IP cannot).
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		if h, _, err := net.SplitHostPort(u.Host); err == nil && net.ParseIP(h) != nil {
+			return true
+		}
+	}
+	if l.refused != nil {
+		l.refused(r.RemoteAddr, origin)
+	}
+	return false
 }

@@ -68,9 +68,10 @@ func TestListenerAcceptErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			var logMu sync.Mutex
-			l := &listener{id: "tcp-0", kind: ListenerTCP, ln: newFakeListener(tc.script...),
-				log:   slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil)),
-				conns: map[net.Conn]struct{}{}, stop: make(chan struct{})}
+			log := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+			rl := newRetryListener(newFakeListener(tc.script...), log)
+			l := &listener{id: "tcp-0", kind: ListenerTCP, ln: rl, retry: rl, log: log,
+				conns: map[net.Conn]struct{}{}}
 			served := make(chan struct{}, 1)
 			failed := make(chan error, 2)
 			l.start(func(string, net.Conn) error { served <- struct{}{}; return nil }, func(err error) { failed <- err })
@@ -102,7 +103,7 @@ func TestListenerAcceptErrors(t *testing.T) {
 			}
 			logMu.Lock()
 			defer logMu.Unlock()
-			if n := strings.Count(logs.String(), "accept failed; retrying"); tc.wantFail == nil && n != 1 {
+			if n := strings.Count(logs.String(), "listener cannot accept connections; retrying"); tc.wantFail == nil && n != 1 {
 				t.Errorf("%d 'accept failed' lines, want 1 per episode:\n%s", n, logs.String())
 			}
 		})

@@ -46,12 +46,7 @@ func (h *policy) Provides(b byte) bool {
 }
 
 func (h *policy) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	ok := h.b.auth.Load().authenticate(string(pk.Connect.Username), pk.Connect.Password)
-	if !ok {
-		h.b.authFailures.Add(1)
-		h.b.log.Debug("connection refused: bad credentials", "client", cl.ID, "username", string(pk.Connect.Username), "remote", cl.Net.Remote)
-	}
-	return ok
+	return h.b.login(cl, pk) // guard.go
 }
 
 // OnACLCheck also runs for every delivery to a client (write false, from
@@ -61,11 +56,7 @@ func (h *policy) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if !write {
 		h.b.awaitReady(cl)
 	}
-	ok := h.b.auth.Load().allowed(string(cl.Properties.Username), cl.ID, topic, write)
-	if !ok {
-		h.b.aclDenied.Add(1)
-	}
-	return ok
+	return h.b.aclCheck(cl, topic, write) // guard.go
 }
 
 // OnPacketRead frees the client's window when it ends a QoS 1/2 flow of a
@@ -183,6 +174,7 @@ func (h *policy) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 func (h *policy) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	resume := false
 	if !pk.Connect.Clean {
+		h.b.dropDenied(cl) // guard.go
 		if old, ok := h.srv().Clients.Get(cl.ID); ok {
 			// mochi's inheritClientSession: the session is taken over unless
 			// the old one was a clean 3.1.1 session.
@@ -289,7 +281,7 @@ func (h *policy) reject(cl *mqtt.Client, pk packets.Packet, err error) error {
 		// unacknowledged so the client re-sends after reconnecting. Closing
 		// the socket (not cl.Stop) makes mochi see an abnormal disconnect
 		// and publish the will.
-		h.b.log.Warn("closing MQTT 3.1.1 connection: publish refused by ingress", "client", cl.ID, "topic", pk.TopicName, "error", err)
+		h.b.refusal(cl.ID, cl.Net.Remote, "closing MQTT 3.1.1 connection: publish refused by ingress", "client", cl.ID, "topic", pk.TopicName, "", err.Error())
 		if cl.Net.Conn != nil {
 			_ = cl.Net.Conn.Close()
 		}
@@ -330,10 +322,12 @@ func (h *policy) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) 
 	return subs
 }
 
-// OnWill hands a will message to Ingress; the will is published locally
-// whatever Ingress returns.
+// OnWill checks a will against the ACL in force (a denied one is diverted
+// and not ingested, see checkWill), then hands it to Ingress; an allowed
+// will is published locally whatever Ingress returns.
 func (h *policy) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
-	if h.b.ingress == nil {
+	will, ok := h.b.checkWill(cl, will) // guard.go
+	if !ok || h.b.ingress == nil {
 		return will, nil
 	}
 	m := Message{

@@ -119,17 +119,21 @@ type Queue struct {
 	life   sync.RWMutex
 	tuning tuning
 	// ackLimit is ackMemLimit (lowered by tests).
-	ackLimit  int
-	reclaim   uint64    // records removed since the last DropPrefix (under wmu)
-	freeCheck freeCheck // the last statfs of the store (under wmu)
+	ackLimit    int
+	reclaim     uint64                           // records removed since the last DropPrefix (under wmu)
+	freeCheck   freeCheck                        // the last statfs of the store (under wmu)
+	dirID       dirID                            // the directory opened (see checkDir)
+	checkDirFn  func() error                     // replaces the directory check in tests
+	freeSpaceFn func(dir string) (uint64, error) // replaces statfs in tests
 
-	mu       sync.Mutex
-	nearFull bool                // logged "near full", not yet drained below the clear level (under mu)
-	diskFull bool                // appends refused for lack of disk space (under mu)
-	st       meta                // persisted state, changed under wmu and mu
-	acked    map[uint64]struct{} // acked but not yet deleted (seq > st.head)
-	closed   bool
-	stats    counters
+	mu         sync.Mutex
+	nearFull   bool                // logged "near full", not yet drained below the clear level (under mu)
+	diskFull   bool                // appends refused for lack of disk space (under mu)
+	unwritable error               // why appends are refused for an unwritable directory (under mu), see dircheck.go
+	st         meta                // persisted state, changed under wmu and mu
+	acked      map[uint64]struct{} // acked but not yet deleted (seq > st.head)
+	closed     bool
+	stats      counters
 	// failure is the store failure (wrapping ErrStoreFailed), nil while
 	// the store works (under mu); failed is closed when it is set.
 	failure error
@@ -486,7 +490,15 @@ func (q *Queue) write(batch []*appendReq) bool {
 		}
 		return false
 	}
-	if free, err := q.freeSpace(batch); err == nil && free < DiskReserve {
+	if problem := q.checkDir(); problem != nil {
+		for _, r := range batch {
+			r.err = unwritableErr(q.dir, problem)
+		}
+		q.noteDir(problem)
+		return false
+	}
+	q.noteDir(nil)
+	if free, err := q.freeSpace(batch); err == nil && q.lowOnDisk(free) {
 		for _, r := range batch {
 			r.err = fmt.Errorf("buffer: append: %d MiB free in %s, %d MiB kept for the store: %w", free>>20, q.dir, DiskReserve>>20, ErrDiskFull)
 		}
@@ -948,7 +960,11 @@ func (q *Queue) freeSpace(batch []*appendReq) (uint64, error) {
 		fc.written += cost
 		return fc.free - fc.written, nil
 	}
-	free, err := freeSpace(q.dir)
+	statfs := freeSpace
+	if q.freeSpaceFn != nil {
+		statfs = q.freeSpaceFn
+	}
+	free, err := statfs(q.dir)
 	if err != nil {
 		fc.ok = false
 		return 0, err
@@ -962,6 +978,23 @@ type freeCheck struct {
 	at      time.Time
 	free    uint64 // as measured at at
 	written uint64 // batches' cost since
+}
+
+// diskHysteresis: once appends were refused for lack of space, they are
+// accepted again only when DiskReserve plus this is free, so that a disk
+// hovering around the reserve does not flap between refusing and
+// accepting (and its log lines with it).
+const diskHysteresis = DiskReserve / 4
+
+// lowOnDisk decides whether free bytes are too few to append.
+func (q *Queue) lowOnDisk(free uint64) bool {
+	q.mu.Lock()
+	full := q.diskFull
+	q.mu.Unlock()
+	if full {
+		return free < DiskReserve+diskHysteresis
+	}
+	return free < DiskReserve
 }
 
 // noteDisk logs when appends start or stop being refused for lack of disk

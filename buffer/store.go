@@ -143,6 +143,9 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 	q.syncer = newStoreSyncer(dir)
 	o := db.Opts()
 	q.tuning = newTuning(o.MemTableSize, o.ValueThreshold)
+	if id, err := statDir(dir); err == nil {
+		q.dirID = id
+	}
 	return q, nil
 }
 

@@ -295,6 +295,9 @@ func (c *Console) serveEvents(w http.ResponseWriter, r *http.Request, a access) 
 		return
 	}
 	defer c.hub.leave(v)
+	// A stream lasts as long as the page is open: lift the server's write
+	// timeout for this response (each event is small and flushed at once).
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

@@ -685,3 +685,33 @@ func TestStale(t *testing.T) {
 		t.Error("a value of an offline device is not stale")
 	}
 }
+
+// The live stream outlasts the server's WriteTimeout (the ops server has
+// one).
+func TestEventStreamOutlivesWriteTimeout(t *testing.T) {
+	sink := &logSink{}
+	f := &fakeGateway{online: true}
+	con, err := New(Config{}, Options{Devices: f, Addr: "127.0.0.1:9180", Logger: slog.New(slog.NewTextHandler(sink, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(con.Handler())
+	srv.Config.WriteTimeout = 300 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	defer con.Shutdown()
+	resp, err := http.Get(srv.URL + "/api/v1/events?stream=points")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(time.Second) // past the write timeout: the condition under test is elapsed time
+	con.Observe("boiler", "temperature", []byte(`7`))
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if sc.Text() == "event: point" {
+			return
+		}
+	}
+	t.Fatalf("stream ended before the point event: %v", sc.Err())
+}

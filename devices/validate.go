@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -72,6 +73,8 @@ func (v *validator) device(at string, raw, c *DeviceConfig, drivers map[string]D
 	}
 	if c.Poll < 0 {
 		v.add(at+".poll", "must be positive, got %s", c.Poll)
+	} else if c.Poll > 0 && c.Poll < MinPoll {
+		v.add(at+".poll", "must be at least %s, got %s (a shorter interval only keeps a core busy)", MinPoll, c.Poll)
 	}
 	if c.Timeout < 0 {
 		v.add(at+".timeout", "must be positive, got %s", c.Timeout)
@@ -246,12 +249,17 @@ func (c *DeviceConfig) lookup(gateway, point string) func(string) string {
 	}
 }
 
+// MinPoll is the shortest poll interval accepted for a device or a point.
+const MinPoll = 10 * time.Millisecond
+
 // point checks a point's generic keys; raw is the point as given. Poll,
 // heartbeat and qos equal to the device's (inherited, also when the caller
 // applied Defaults already) are reported on the device only.
 func (v *validator) point(at string, raw, p *PointConfig, c *DeviceConfig) {
 	if raw.Poll < 0 && raw.Poll != c.Poll {
 		v.add(at+".poll", "must be positive, got %s", raw.Poll)
+	} else if raw.Poll > 0 && raw.Poll < MinPoll && raw.Poll != c.Poll {
+		v.add(at+".poll", "must be at least %s, got %s (a shorter interval only keeps a core busy)", MinPoll, raw.Poll)
 	}
 	if raw.Heartbeat != nil && *raw.Heartbeat < 0 && *raw.Heartbeat != c.Heartbeat {
 		v.add(at+".heartbeat", "must be 0 (never) or positive, got %s", *raw.Heartbeat)

@@ -3,11 +3,13 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/fieldgate/fieldgate/bridge"
@@ -240,7 +242,7 @@ func LoadForDoctor(path string, drivers map[string]devices.Driver) (*Config, err
 }
 
 func load(path string, drivers map[string]devices.Driver, files bool) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
 	switch {
 	case errors.Is(err, fs.ErrPermission):
 		return nil, fmt.Errorf("read config: %w (the gateway runs as user %s under systemd: chgrp %s %s && chmod 0640 %s)", err, ServiceUser, ServiceUser, path, path)
@@ -250,6 +252,39 @@ func load(path string, drivers map[string]devices.Driver, files bool) (*Config, 
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return parseConfig(path, data, drivers, files)
+}
+
+// MaxConfigSize bounds the configuration file: a larger one is refused
+// before it is read. 16 MiB holds some 200,000 devices.
+const MaxConfigSize = 16 << 20
+
+// readConfig reads a regular file of at most MaxConfigSize bytes. A FIFO,
+// a device or a directory is refused before anything is read from it
+// (reading a FIFO blocks until a writer comes).
+func readConfig(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+	}
+	if st.Size() > MaxConfigSize {
+		return nil, fmt.Errorf("%s: %d bytes, more than the %d MiB a configuration may have", path, st.Size(), MaxConfigSize>>20)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxConfigSize {
+		return nil, fmt.Errorf("%s: more than the %d MiB a configuration may have", path, MaxConfigSize>>20)
+	}
+	return data, nil
 }
 
 // Parse is Load for configuration text already read; name is used in errors.
@@ -271,8 +306,7 @@ func parseConfig(name string, data []byte, drivers map[string]devices.Driver, fi
 		bad[p.Path] = true
 	}
 	// `max_age: 0` means "keep forever"; an absent key means the default.
-	_, written := pos.lines["bridge.buffer.max_age"]
-	keepForever := written && cfg.Bridge != nil && cfg.Bridge.Buffer.MaxAge == 0
+	keepForever := cfg.Bridge != nil && cfg.Bridge.Buffer.MaxAge == 0 && pos.written("bridge.buffer.max_age")
 	cfg.Defaults()
 	if keepForever {
 		cfg.Bridge.Buffer.MaxAge = 0

@@ -142,11 +142,20 @@ func New(cfg *Config, drivers map[string]devices.Driver, log *slog.Logger) (*Gat
 	return g, nil
 }
 
-// Ready reports whether the listeners are bound and the store is open.
+// Ready reports whether the listeners are bound and accepting and the store
+// is open.
 func (g *Gateway) Ready() bool {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.ready
+	ready, b, q := g.ready, g.broker, g.queue
+	g.mu.Unlock()
+	if !ready || b == nil {
+		return false
+	}
+	if q != nil && q.Unwritable() != nil {
+		return false
+	}
+	_, _, down := b.ListenerDown()
+	return !down
 }
 
 // Run opens the data directory and the buffer, starts the broker, the
@@ -208,6 +217,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	b.SetOwnedTopics(devs.OwnedTopics())
 	g.mu.Lock()
 	g.broker, g.queue, g.bridge, g.devs = b, q, br, devs
 	g.mu.Unlock()
@@ -299,6 +309,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.mu.Unlock()
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		g.log.Warn("systemd notify failed", "err", err)
+	}
+	for _, w := range Warnings(cfg) {
+		g.log.Warn(w)
 	}
 	g.log.Info("fieldgate ready", "id", cfg.Gateway.ID, "listeners", addrStrings(b), "devices", len(cfg.Devices), "bridge", br != nil)
 	watchdogDone := make(chan struct{})
@@ -405,7 +418,7 @@ func (s stored) Err() error { return ingressErr(s.Ingestion.Err()) }
 
 // ingressErr maps a full buffer or disk to the broker's quota error.
 func ingressErr(err error) error {
-	if errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrDiskFull) {
+	if errors.Is(err, buffer.ErrFull) || errors.Is(err, buffer.ErrDiskFull) || errors.Is(err, buffer.ErrUnwritable) {
 		return broker.ErrQuotaExceeded // MQTT 5: 0x97; 3.1.1: closed without an ack
 	}
 	return err
@@ -432,13 +445,22 @@ func (g *Gateway) watchdog(ctx context.Context) {
 	}
 }
 
-// healthy checks that the main loops respond.
+// listenerDownLimit is how long a broker listener may fail to accept
+// connections (say, out of file descriptors) before the watchdog stops
+// being fed; readiness fails at once.
+const listenerDownLimit = time.Minute
+
+// healthy checks that the main loops respond and that the broker's
+// listeners accept connections.
 func (g *Gateway) healthy() bool {
 	g.mu.Lock()
 	b, q := g.broker, g.queue
 	g.mu.Unlock()
 	if b == nil {
 		return false
+	}
+	if _, since, down := b.ListenerDown(); down && time.Since(since) > listenerDownLimit {
+		return false // systemd restarts a gateway nobody can connect to
 	}
 	_ = b.Stats()
 	if q != nil {

@@ -146,6 +146,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			"corrupt": d.Corrupt, "expired": d.Expired, "rejected_upstream": d.Rejected,
 			"qos0_offline": d.QoS0Offline, "qos0_overflow": d.QoS0Overflow,
 			"local_publish": d.LocalPublish, "invalid_topic": d.Invalid,
+			"too_large": d.TooLarge, "poison": d.Poison,
 		} {
 			counter(mBrDropped, float64(v), reason)
 		}

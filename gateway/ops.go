@@ -48,13 +48,24 @@ func newOpsServer(addr string, g *Gateway) (*opsServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway.http.address: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second, // the console's live stream lifts it for itself
+		IdleTimeout:       opsIdleTimeout,   // without it, idle keep-alive connections were kept forever
+		MaxHeaderBytes:    16 << 10,
+	}
 	if con := g.cw.con; con != nil && g.cw.ln == nil { // the console, on this server
 		mux.Handle("/", con.Handler())
 		srv.RegisterOnShutdown(con.Shutdown)
 	}
 	return &opsServer{ln: ln, srv: srv}, nil
 }
+
+// opsIdleTimeout closes a keep-alive connection of the ops endpoint that
+// has been idle this long (a Prometheus scrape every 15s reconnects).
+const opsIdleTimeout = 5 * time.Second
 
 // Addr is the bound address (useful with port 0).
 func (o *opsServer) Addr() net.Addr { return o.ln.Addr() }

@@ -73,6 +73,7 @@ func (g *Gateway) Reload(path string) (err error) {
 	}
 	applied.Devices = next.Devices // what the pollers ignore may differ even without a new set
 	if set != nil {
+		b.SetOwnedTopics(set.OwnedTopics())
 		<-g.devRun.stop()
 		g.watchPoints(set)
 		g.devRun.start(set)

@@ -40,7 +40,7 @@ devices:
 		}
 		return path
 	}
-	paths := []string{conf("a", 5*time.Millisecond), conf("b", 7*time.Millisecond)}
+	paths := []string{conf("a", 10*time.Millisecond), conf("b", 14*time.Millisecond)} // devices.MinPoll is 10ms
 	log := slog.New(slog.DiscardHandler)
 	drivers := Drivers(log)
 	for round := range 30 {

@@ -52,8 +52,12 @@ func (e *ConfigError) Error() string {
 }
 
 // positions maps YAML paths to the lines they are written on, so problems
-// found after decoding can name their line.
+// found after decoding can name their line. For a file that decoded without
+// a problem it holds only the text, and builds the index on first use (a
+// valid file usually never needs it): a large device map then costs one
+// YAML tree at a time, not three, while it is decoded.
 type positions struct {
+	data  []byte         // set while the index is not built
 	lines map[string]int // path → line of the key (or the sequence item)
 	byKey map[lineKey]string
 	value map[int]string // line → path of a scalar value on that line
@@ -120,9 +124,27 @@ func (p *positions) walk(n *yaml.Node, path string) {
 	}
 }
 
+// build makes the index of a lazy positions.
+func (p *positions) build() {
+	if p.data == nil {
+		return
+	}
+	var root yaml.Node
+	_ = yaml.Unmarshal(p.data, &root) // decoded once already
+	*p = *indexPositions(&root)
+}
+
+// written reports whether path is written in the file.
+func (p *positions) written(path string) bool {
+	p.build()
+	_, ok := p.lines[path]
+	return ok
+}
+
 // line returns the line of path, or of its nearest ancestor written in the
 // file (a missing key is reported where its parent is).
 func (p *positions) line(path string) int {
+	p.build()
 	for path != "" {
 		if l, ok := p.lines[path]; ok {
 			return l
@@ -149,6 +171,13 @@ var (
 // fails (sizes such as "256MiB"), so such a value is reported, removed from
 // the document and the rest decoded again, until no such value remains.
 func decodeStrict(data []byte, out any) (*positions, []Problem) {
+	// The common case first: a file that decodes without a problem.
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(out); err == nil || errors.Is(err, io.EOF) {
+		return &positions{data: data}, nil
+	}
+	reflect.ValueOf(out).Elem().SetZero()
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, []Problem{syntaxProblemAt(data, err)}

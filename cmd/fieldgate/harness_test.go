@@ -103,6 +103,8 @@ type gw struct {
 	exitCode int
 	bin      string   // the binary; binPath when empty
 	env      []string // added to the environment
+	// prefix, when set, runs the binary through it (e.g. prlimit …).
+	prefix []string
 }
 
 type syncBuffer struct {
@@ -141,9 +143,9 @@ func writeConfig(t testing.TB, dir, body string, mqttPort, httpPort int) string 
 }
 
 // startGW starts the binary on config body in dir and waits for /readyz.
-func startGW(t testing.TB, dir, body string) *gw {
+func startGW(t testing.TB, dir, body string, prefix ...string) *gw {
 	t.Helper()
-	g := &gw{t: t, dir: dir, mqttPort: freePort(t), httpPort: freePort(t)}
+	g := &gw{t: t, dir: dir, mqttPort: freePort(t), httpPort: freePort(t), prefix: prefix}
 	g.config = writeConfig(t, dir, body, g.mqttPort, g.httpPort)
 	g.start()
 	return g
@@ -153,7 +155,8 @@ func (g *gw) start() {
 	g.t.Helper()
 	g.log = &syncBuffer{}
 	g.done = make(chan struct{})
-	g.cmd = exec.Command(cmp.Or(g.bin, binPath), "run", "--config", g.config)
+	args := append(append([]string(nil), g.prefix...), cmp.Or(g.bin, binPath), "run", "--config", g.config)
+	g.cmd = exec.Command(args[0], args[1:]...)
 	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
 	if g.env != nil {
 		g.cmd.Env = append(os.Environ(), g.env...)

@@ -175,6 +175,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
+	for _, w := range gateway.Warnings(cfg) {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
 	fmt.Fprint(stdout, gateway.Summary(cfg))
 	return exitOK
 }
