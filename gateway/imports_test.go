@@ -17,17 +17,18 @@ const module = "github.com/fieldgate/fieldgate"
 // import (DESIGN.md "Packages": dependencies point down the table, siblings
 // never import each other).
 var allowed = map[string][]string{
-	"cmd/fieldgate":         {"gateway"},
+	"cmd/fieldgate":         {"gateway", "internal/crashfs"},
 	"gateway":               {"broker", "bridge", "buffer", "devices", "devices/modbus", "devices/serial", "devices/sim"},
 	"broker":                {},
 	"devices":               {},
 	"devices/modbus":        {"devices"},
 	"devices/serial":        {"devices"},
 	"devices/sim":           {"devices"},
-	"cmd/fieldgate-bench":   {}, // drives the binary from outside
-	"cmd/fieldgate-package": {}, // builds binaries and .debs
+	"cmd/fieldgate-bench":   {"internal/crashfs"}, // drives the binary from outside
+	"cmd/fieldgate-package": {},                   // builds binaries and .debs
 	"buffer":                {},
 	"bridge":                {"buffer"},
+	"internal/crashfs":      {}, // a file system for power-cut tests
 }
 
 // thirdParty says which package may use each third-party library.
@@ -40,6 +41,7 @@ var thirdParty = map[string][]string{
 	"gopkg.in/yaml.v3":             {"gateway"},
 	"github.com/prometheus":        {"gateway"},
 	"github.com/coreos/go-systemd": {"gateway"},
+	"github.com/hanwen/go-fuse":    {"internal/crashfs"},
 }
 
 // testOnly lists libraries tests may use as peers regardless of the rules.
