@@ -100,7 +100,7 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "buffer")
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := mkdirDurable(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("buffer: open: %w", err)
 	}
 	q := &Queue{
@@ -123,9 +123,14 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		if rerr := os.Rename(dir, moved); rerr != nil {
 			return nil, fmt.Errorf("buffer: open %s: %w (moving the store aside failed: %v)", dir, err, rerr)
 		}
+		// Durably: else a power cut could bring the corrupt store back in
+		// place of the fresh one, with what was appended to that lost.
+		if serr := syncDir(filepath.Dir(filepath.Clean(dir))); serr != nil {
+			return nil, fmt.Errorf("buffer: open %s: %w (moving the store aside: %v)", dir, err, serr)
+		}
 		log.Error("buffer: store is corrupt; moved it aside and started an empty buffer", "dir", dir, "moved_to", moved, "reason", err)
 		q.stats.quarantined = 1
-		if err := os.MkdirAll(dir, 0o750); err != nil {
+		if err := mkdirDurable(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("buffer: open fresh store: %w", err)
 		}
 		db, m, rebuilt, err = openStore(dir, log)
@@ -136,6 +141,13 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 	if rebuilt {
 		q.stats.rebuilt = 1
 		log.Warn("buffer: metadata was missing or inconsistent; rebuilt it by scanning the store", "dir", dir, "records", m.count, "last_seq", m.lastSeq)
+	}
+	// What badger created or removed while opening (a new store's files,
+	// a replayed memtable flushed to a table) becomes durable now, not at
+	// the first append.
+	if err := syncDir(dir); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("buffer: open %s: %w", dir, err)
 	}
 	q.db, q.st = db, m
 	q.syncer = newStoreSyncer(dir)
@@ -196,11 +208,15 @@ func openStore(dir string, log *slog.Logger) (db *badger.DB, m meta, rebuilt boo
 // record keys (two seeks). When it is missing or does not match, it scans
 // the record keys once and writes corrected metadata.
 func loadMeta(db *badger.DB) (meta, bool, error) {
+	dropped, err := dropUnreadableTail(db)
+	if err != nil {
+		return meta{}, false, err
+	}
 	var m meta
 	var merr error
 	var first, last uint64
 	var found bool
-	err := db.View(func(txn *badger.Txn) error {
+	err = db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(metaKey)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
@@ -225,14 +241,14 @@ func loadMeta(db *badger.DB) (meta, bool, error) {
 		// The metadata is written in the same transaction as the keys:
 		// records it counts cannot vanish unless the tables are damaged.
 		return meta{}, false, fmt.Errorf("%d records expected after seq %d, none readable: %w", m.count, m.head, errCorrupt)
-	case merr == nil && (!found || m.count > 0 && first > m.head && last <= m.lastSeq):
+	case merr == nil && dropped == 0 && (!found || m.count > 0 && first > m.head && last <= m.lastSeq):
 		if found {
 			if err := checkRecords(db, first, last); err != nil {
 				return meta{}, false, err
 			}
 		}
 		return m, false, nil
-	case merr != nil && !errors.Is(merr, errCorrupt) && !found:
+	case merr != nil && !errors.Is(merr, errCorrupt) && !found && dropped == 0:
 		return meta{}, false, nil // a new store
 	}
 	// Rebuild. Keep lastSeq when it was readable, so that sequence numbers
@@ -331,4 +347,63 @@ func checkRecords(db *badger.DB, seqs ...uint64) error {
 		}
 		return nil
 	})
+}
+
+// dropUnreadableTail deletes the records at the end of the queue whose
+// value cannot be read, and returns how many it deleted. After a power cut
+// the last write-ahead log records can be durable while the value-log
+// entries they point to are not (both were written after the last group
+// commit's sync began: Append never returned for them). The scan stops at
+// the first readable record: damage further back is found by Read, which
+// drops those records as "corrupt".
+func dropUnreadableTail(db *badger.DB) (int, error) {
+	var bad [][]byte
+	err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}, Reverse: true})
+		defer it.Close()
+		for it.Seek(sentinelKey); it.Valid(); it.Next() {
+			item := it.Item()
+			if bytes.Equal(item.Key(), sentinelKey) {
+				continue
+			}
+			if readable(item) {
+				return nil
+			}
+			bad = append(bad, item.KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil || len(bad) == 0 {
+		return 0, err
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		for _, k := range bad {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = db.Sync()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("drop %d unreadable records at the end: %w", len(bad), err)
+	}
+	return len(bad), nil
+}
+
+// readable says whether a record's value can be read and decoded.
+func readable(item *badger.Item) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return false
+	}
+	_, err = decodeRecord(item.Key(), v)
+	return err == nil
 }
