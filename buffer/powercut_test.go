@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/fieldgate/fieldgate/internal/crashfs"
+
+	"github.com/fieldgate/fieldgate/internal/durable"
 )
 
 // powerCutChild runs crashChild on dir and cuts the power (and kills the
@@ -226,7 +228,7 @@ func TestPowerCutAfterQuarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range []string{dir, c.Mountpoint()} {
-		if err := syncDir(d); err != nil {
+		if err := durable.SyncDir(d); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -14,6 +14,8 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/fieldgate/fieldgate/internal/durable"
 )
 
 // Badger tuning for a Raspberry Pi-class machine (the defaults use
@@ -100,7 +102,7 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "buffer")
-	if err := mkdirDurable(dir, 0o750); err != nil {
+	if err := durable.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("buffer: open: %w", err)
 	}
 	q := &Queue{
@@ -125,12 +127,12 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		}
 		// Durably: else a power cut could bring the corrupt store back in
 		// place of the fresh one, with what was appended to that lost.
-		if serr := syncDir(filepath.Dir(filepath.Clean(dir))); serr != nil {
+		if serr := durable.SyncDir(filepath.Dir(filepath.Clean(dir))); serr != nil {
 			return nil, fmt.Errorf("buffer: open %s: %w (moving the store aside: %v)", dir, err, serr)
 		}
 		log.Error("buffer: store is corrupt; moved it aside and started an empty buffer", "dir", dir, "moved_to", moved, "reason", err)
 		q.stats.quarantined = 1
-		if err := mkdirDurable(dir, 0o750); err != nil {
+		if err := durable.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("buffer: open fresh store: %w", err)
 		}
 		db, m, rebuilt, err = openStore(dir, log)
@@ -145,7 +147,7 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 	// What badger created or removed while opening (a new store's files,
 	// a replayed memtable flushed to a table) becomes durable now, not at
 	// the first append.
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("buffer: open %s: %w", dir, err)
 	}

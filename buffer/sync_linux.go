@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fieldgate/fieldgate/internal/durable"
 )
 
 // storeSyncer makes everything written to badger so far durable, in place
@@ -194,7 +196,7 @@ func (s *storeSyncer) sync(values bool) (bool, error) {
 	// memtable's WAL, a value log after GC) without syncing it.
 	if s.dirDirty {
 		s.dirDirty = s.ino < 0
-		if err := syncDir(s.dir); err != nil {
+		if err := durable.SyncDir(s.dir); err != nil {
 			s.dirDirty = true
 			return true, fmt.Errorf("sync: %w", err)
 		}
