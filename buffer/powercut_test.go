@@ -293,3 +293,46 @@ func TestPowerCutTableListedButMissing(t *testing.T) {
 		t.Errorf("after the repair: %d records, want r0..r99", len(recs))
 	}
 }
+
+// Found by TestPowerCut of the binary (cmd/fieldgate, seed
+// 1796665114300754960, cut 1): badger had created and sized a new WAL, the
+// directory sync of a group commit made its entry durable, its size was
+// not; after the cut badger refused the empty file ("while opening fid: 2
+// err: Create a new file") and the store was set aside with every
+// acknowledged record in it.
+func TestPowerCutEmptyLog(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "buffer")
+	q, err := Open(dir, testConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := q.Append(t.Context(), []byte(fmt.Sprintf("r%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := filepath.Join(t.TempDir(), "before")
+	if err := os.CopyFS(before, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"00002.mem", "000002.vlog"} {
+		if err := os.WriteFile(filepath.Join(before, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = os.Remove(filepath.Join(before, "LOCK"))
+	q, err = Open(before, testConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if st := q.Stats(); st.Quarantined != 0 {
+		t.Fatalf("store set aside: %+v", st)
+	}
+	if recs := readAll(t, q, 0); len(recs) != 10 {
+		t.Errorf("%d records after the cut, want 10", len(recs))
+	}
+}

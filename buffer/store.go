@@ -188,6 +188,9 @@ func openStore(dir string, log *slog.Logger) (db *badger.DB, m meta, rebuilt boo
 		}
 	}()
 	opts := badgerOptions(dir, log)
+	if err := removeEmptyLogs(dir); err != nil {
+		return nil, meta{}, false, err
+	}
 	if err := checkManifest(dir, opts); err != nil {
 		return nil, meta{}, false, err
 	}
@@ -408,4 +411,35 @@ func readable(item *badger.Item) (ok bool) {
 	}
 	_, err = decodeRecord(item.Key(), v)
 	return err == nil
+}
+
+// removeEmptyLogs removes the empty WAL and value-log files in dir. Badger
+// creates a log and sizes it before anything is written to it; a power cut
+// can keep the file's directory entry (synced with another change of the
+// directory) but not its size, and badger refuses to open an empty log
+// ("Create a new file"). An empty log holds no record, and no durable
+// pointer can refer to an empty value log: the value log is synced before
+// the WALs that point into it.
+func removeEmptyLogs(dir string) error {
+	var removed bool
+	for _, pat := range []string{"*.mem", "*.vlog"} {
+		logs, err := filepath.Glob(filepath.Join(dir, pat))
+		if err != nil {
+			return err
+		}
+		for _, p := range logs {
+			fi, err := os.Stat(p)
+			if err != nil || fi.Size() != 0 {
+				continue
+			}
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			removed = true
+		}
+	}
+	if removed {
+		return durable.SyncDir(dir)
+	}
+	return nil
 }

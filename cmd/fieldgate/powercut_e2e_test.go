@@ -264,7 +264,7 @@ func TestPowerCut(t *testing.T) {
 		}
 		return m
 	}
-	deadline := time.Now().Add(120 * time.Second)
+	deadline := time.Now().Add(120*time.Second + time.Duration(cuts)*time.Second)
 	for time.Now().Before(deadline) {
 		m := got()
 		missing := 0
