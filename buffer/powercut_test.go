@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -89,10 +90,17 @@ func checkRecovered(t *testing.T, dir string, appended map[uint64]string, acking
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashVerifyEnv+"=1", crashDirEnv+"="+dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("verifying child: %v: %s", err, out)
+		t.Fatalf("verifying child: %v: %s", err, stderr.String())
 	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("verifying child's log:\n%s", stderr.String())
+		}
+	}()
 	var seqs []uint64
 	present := map[uint64]bool{}
 	quarantined := ""
@@ -134,7 +142,7 @@ func checkRecovered(t *testing.T, dir string, appended map[uint64]string, acking
 // verifyChild opens the store, prints "record <seq> <payload id>" for
 // every record and "quarantined <n>", acks everything and closes.
 func verifyChild() {
-	q, err := Open(os.Getenv(crashDirEnv), testConfig(), nil)
+	q, err := Open(os.Getenv(crashDirEnv), testConfig(), slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)

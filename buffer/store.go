@@ -116,7 +116,7 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 	}
 	q.gcond = sync.NewCond(&q.gmu)
 
-	db, m, rebuilt, err := openStore(dir, log)
+	db, m, rebuilt, dropped, err := openStore(dir, log)
 	if err != nil {
 		if environmentError(err) {
 			return nil, fmt.Errorf("buffer: open %s: %w", dir, err)
@@ -135,10 +135,14 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		if err := durable.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("buffer: open fresh store: %w", err)
 		}
-		db, m, rebuilt, err = openStore(dir, log)
+		db, m, rebuilt, dropped, err = openStore(dir, log)
 		if err != nil {
 			return nil, fmt.Errorf("buffer: open fresh store %s: %w", dir, err)
 		}
+	}
+	if dropped > 0 {
+		q.stats.dropCorrupt += uint64(dropped)
+		log.Error("buffer: dropped unreadable records at the end of the store (their values never reached the disk: written after the last sync before a power cut, or the value log is damaged)", "dir", dir, "dropped", dropped)
 	}
 	if rebuilt {
 		q.stats.rebuilt = 1
@@ -177,7 +181,7 @@ func environmentError(err error) bool {
 // openStore opens badger and loads (or, if it is missing or does not match
 // the keys, rebuilds) the metadata. A panic inside badger while reading a
 // damaged store is turned into an error.
-func openStore(dir string, log *slog.Logger) (db *badger.DB, m meta, rebuilt bool, err error) {
+func openStore(dir string, log *slog.Logger) (db *badger.DB, m meta, rebuilt bool, dropped int, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("badger panicked reading the store: %v", p)
@@ -189,39 +193,38 @@ func openStore(dir string, log *slog.Logger) (db *badger.DB, m meta, rebuilt boo
 	}()
 	opts := badgerOptions(dir, log)
 	if err := removeEmptyLogs(dir); err != nil {
-		return nil, meta{}, false, err
+		return nil, meta{}, false, 0, err
 	}
 	if err := checkManifest(dir, opts); err != nil {
-		return nil, meta{}, false, err
+		return nil, meta{}, false, 0, err
 	}
 	if err := checkTables(dir); err != nil {
-		return nil, meta{}, false, err
+		return nil, meta{}, false, 0, err
 	}
 	db, err = badger.Open(opts)
 	if err != nil {
-		return nil, meta{}, false, err
+		return nil, meta{}, false, 0, err
 	}
-	m, rebuilt, err = loadMeta(db)
+	dropped, err = dropUnreadableTail(db)
+	if err == nil {
+		m, rebuilt, err = loadMeta(db, dropped)
+	}
 	if err != nil {
 		_ = db.Close()
-		return nil, meta{}, false, err
+		return nil, meta{}, false, 0, err
 	}
-	return db, m, rebuilt, nil
+	return db, m, rebuilt, dropped, nil
 }
 
 // loadMeta reads the metadata and checks it against the first and last
 // record keys (two seeks). When it is missing or does not match, it scans
 // the record keys once and writes corrected metadata.
-func loadMeta(db *badger.DB) (meta, bool, error) {
-	dropped, err := dropUnreadableTail(db)
-	if err != nil {
-		return meta{}, false, err
-	}
+func loadMeta(db *badger.DB, dropped int) (meta, bool, error) {
 	var m meta
 	var merr error
 	var first, last uint64
 	var found bool
-	err = db.View(func(txn *badger.Txn) error {
+	err := db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(metaKey)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
@@ -354,22 +357,31 @@ func checkRecords(db *badger.DB, seqs ...uint64) error {
 	})
 }
 
-// dropUnreadableTail deletes the records at the end of the queue whose
-// value cannot be read, and returns how many it deleted. After a power cut
-// the last write-ahead log records can be durable while the value-log
-// entries they point to are not (both were written after the last group
-// commit's sync began: Append never returned for them). The scan stops at
-// the first readable record: damage further back is found by Read, which
-// drops those records as "corrupt".
+// dropUnreadableTail deletes the records near the end of the queue whose
+// value is in the value log but cannot be read, and returns how many it
+// deleted. After a power cut, write-ahead log records can be durable while
+// the value-log entries they point to are not: both were written after the
+// last group commit's sync of the value log began, so Append never returned
+// for them (see storeSyncer.sync). Such records can be interleaved with
+// readable ones whose values are kept in the LSM tree. The value log is
+// written sequentially and synced as a prefix, so the scan (backwards,
+// keys only) stops at the first record whose value-log entry is readable,
+// or after tailScanRecords records: Open must stay cheap. Damage further
+// back is found by Read, which drops those records as "corrupt".
 func dropUnreadableTail(db *badger.DB) (int, error) {
 	var bad [][]byte
 	err := db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}, Reverse: true})
 		defer it.Close()
-		for it.Seek(sentinelKey); it.Valid(); it.Next() {
+		n := 0
+		for it.Seek(sentinelKey); it.Valid() && n < tailScanRecords; it.Next() {
 			item := it.Item()
 			if bytes.Equal(item.Key(), sentinelKey) {
 				continue
+			}
+			n++
+			if item.ValueSize() < valueThreshold {
+				continue // in the LSM tree, durable with its key
 			}
 			if readable(item) {
 				return nil
@@ -397,6 +409,10 @@ func dropUnreadableTail(db *badger.DB) (int, error) {
 	}
 	return len(bad), nil
 }
+
+// tailScanRecords bounds dropUnreadableTail's scan: more than the records
+// written while one sync runs.
+const tailScanRecords = 4 * maxBatchRequests
 
 // readable says whether a record's value can be read and decoded.
 func readable(item *badger.Item) (ok bool) {

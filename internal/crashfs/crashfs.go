@@ -741,7 +741,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	f := &file{lf: fh.(*fs.LoopbackFile), n: n}
 	if flags&syscall.O_TRUNC != 0 {
-		f.truncated(0)
+		n.c.wrote(n.ino(), 0, 1<<62) // done by the open
 	}
 	return f, ff, 0
 }
@@ -760,7 +760,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	f := &file{lf: fh.(*fs.LoopbackFile), n: child}
 	if flags&syscall.O_TRUNC != 0 {
-		f.truncated(0)
+		child.c.wrote(child.ino(), 0, 1<<62) // done by the open
 	}
 	return in, f, ff, 0
 }
@@ -818,21 +818,27 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return syscall.EIO
 	}
 	lf, isFile := f.(*file)
-	if sz, ok := in.GetSize(); ok {
+	sz, ok := in.GetSize()
+	var lo, hi int64
+	if ok {
 		var st unix.Stat_t
 		switch {
 		case isFile:
-			lf.truncated(int64(sz))
+			lo, hi = lf.truncating(int64(sz))
 		case unix.Lstat(n.backing(), &st) == nil:
-			n.c.wrote(n.ino(), min(st.Size, int64(sz)), max(st.Size, int64(sz)))
+			lo, hi = min(st.Size, int64(sz)), max(st.Size, int64(sz))
 		default:
-			n.c.wrote(n.ino(), 0, 1<<62)
+			lo, hi = 0, 1<<62
 		}
 	}
 	if isFile {
 		f = lf.lf
 	}
-	return n.LoopbackNode.Setattr(ctx, f, in, out)
+	errno := n.LoopbackNode.Setattr(ctx, f, in, out)
+	if ok {
+		n.c.wrote(n.ino(), lo, hi)
+	}
+	return errno
 }
 
 func (n *node) CopyFileRange(context.Context, fs.FileHandle, uint64, *fs.Inode, fs.FileHandle, uint64, uint64, uint64) (uint32, syscall.Errno) {
@@ -939,31 +945,41 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 	if f.n.frozen() {
 		return 0, syscall.EIO
 	}
+	// Recorded after the write: an fsync racing with it then either
+	// copies the new data or leaves the range dirty for the next one.
+	n, errno := f.lf.Write(ctx, data, off)
 	f.n.c.wrote(f.n.ino(), off, off+int64(len(data)))
-	return f.lf.Write(ctx, data, off)
+	return n, errno
 }
 
 func (f *file) Fsync(ctx context.Context, _ uint32) syscall.Errno {
 	return f.n.Fsync(ctx, f, 0)
 }
 
-func (f *file) truncated(size int64) {
+// truncating returns the range a truncation to size changes, to record
+// (with wrote) once it is done.
+func (f *file) truncating(size int64) (lo, hi int64) {
 	var st unix.Stat_t
 	if err := unix.Fstat(f.fd(), &st); err == nil {
-		f.n.c.wrote(f.n.ino(), min(st.Size, size), max(st.Size, size))
-		return
+		return min(st.Size, size), max(st.Size, size)
 	}
-	f.n.c.wrote(f.n.ino(), 0, 1<<62)
+	return 0, 1 << 62
 }
 
 func (f *file) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if f.n.frozen() {
 		return syscall.EIO
 	}
-	if sz, ok := in.GetSize(); ok {
-		f.truncated(int64(sz))
+	sz, ok := in.GetSize()
+	var lo, hi int64
+	if ok {
+		lo, hi = f.truncating(int64(sz))
 	}
-	return f.lf.Setattr(ctx, in, out)
+	errno := f.lf.Setattr(ctx, in, out)
+	if ok {
+		f.n.c.wrote(f.n.ino(), lo, hi)
+	}
+	return errno
 }
 
 func (f *file) Allocate(ctx context.Context, off uint64, sz uint64, mode uint32) syscall.Errno {
@@ -976,8 +992,9 @@ func (f *file) Allocate(ctx context.Context, off uint64, sz uint64, mode uint32)
 	if err := unix.Fstat(f.fd(), &st); err == nil {
 		hi = max(hi, st.Size)
 	}
+	errno := f.lf.Allocate(ctx, off, sz, mode)
 	f.n.c.wrote(f.n.ino(), int64(off), hi)
-	return f.lf.Allocate(ctx, off, sz, mode)
+	return errno
 }
 
 func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, syscall.Errno) {
@@ -988,6 +1005,7 @@ func (f *file) Writev(ctx context.Context, data [][]byte, off int64) (uint32, sy
 	for _, b := range data {
 		n += len(b)
 	}
+	w, errno := f.lf.Writev(ctx, data, off)
 	f.n.c.wrote(f.n.ino(), off, off+int64(n))
-	return f.lf.Writev(ctx, data, off)
+	return w, errno
 }
