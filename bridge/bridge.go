@@ -91,6 +91,9 @@ type Bridge struct {
 	resume     bool      // the first connection may resume the persisted session
 	forceClean bool      // the next connection must start a clean session
 	pace       pacer
+	watch      linkWatch // what the reconnect loop last logged
+
+	disc atomic.Pointer[RefusedError] // the last DISCONNECT the upstream sent
 
 	st counters
 }
@@ -231,7 +234,7 @@ func (b *Bridge) IngestAsync(m Message) (*Ingestion, error) {
 			continue
 		}
 		qos := min(m.QoS, r.qos)
-		if m.QoS == 0 && !r.bufferQoS0 {
+		if qos == 0 && !r.bufferQoS0 {
 			up := m
 			up.Origin = ""
 			up.Topic = r.prefix + m.Topic
@@ -340,8 +343,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.started = true
 	b.mu.Unlock()
 
+	// The loops below run until ctx is done: Run cancels it when it
+	// returns (on a fatal error too) before waiting for them.
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	wg.Go(func() { b.liveLoop(ctx) })
 	wg.Go(func() { b.rateLoop(ctx) })
 	if b.sess != nil {
@@ -353,24 +360,21 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 
 	attempt := 0
-	wasDown := false
 	for {
 		b.setState("connecting")
 		l, err := b.connect(ctx)
+		var d time.Duration
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			b.st.connectFailures.Add(1)
-			if !wasDown {
-				b.log.Warn("upstream unreachable; buffering", "url", b.ep.url.Redacted(), "err", err)
-				wasDown = true
-			} else {
-				b.log.Debug("upstream connect failed", "err", err)
-			}
+			d = backoff(b.cfg.Upstream.Backoff, attempt)
+			b.logConnectFailure(err, d)
 		} else {
 			attempt = 0
-			wasDown = false
+			b.disc.Store(nil)
+			b.watch.connected()
 			err = b.serve(ctx, l)
 			if ctx.Err() != nil {
 				return nil
@@ -379,10 +383,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 			if errors.As(err, &fe) {
 				return fmt.Errorf("bridge: %w", err)
 			}
-			b.log.Warn("upstream connection lost", "err", err)
+			d = backoff(b.cfg.Upstream.Backoff, attempt)
+			b.logLost(err, d)
 		}
 		b.setState("backoff")
-		d := backoff(b.cfg.Upstream.Backoff, attempt)
 		attempt++
 		t := time.NewTimer(d)
 		select {
@@ -424,10 +428,17 @@ func (b *Bridge) connect(ctx context.Context) (link, error) {
 		clientID:  b.clientID,
 		username:  u.Username,
 		password:  b.password,
-		keepAlive: uint16(u.KeepAlive / time.Second),
+		keepAlive: uint16(durationOf(u.KeepAlive, defaultKeepAlive) / time.Second),
 		willTopic: b.status,
 		onMessage: func(m Message) { b.receive(ctx, m) },
-		onError:   func(err error) { b.log.Debug("upstream client error", "err", err) },
+		onError: func(err error) {
+			var r *RefusedError
+			if errors.As(err, &r) {
+				b.disc.Store(r)
+				return
+			}
+			b.log.Debug("upstream client error", "err", err)
+		},
 	}
 	var l link
 	if b.sess != nil {
@@ -438,7 +449,7 @@ func (b *Bridge) connect(ctx context.Context) (link, error) {
 		// retry forced a clean one.
 		p.cleanStart = u.CleanStart || b.forceClean || (!b.firstCon && !b.resume)
 		if !u.CleanStart {
-			p.expiry = uint32(u.SessionExpiry / time.Second)
+			p.expiry = uint32(durationOf(u.SessionExpiry, defaultSessionExpiry) / time.Second)
 		}
 		l, err = connect5(cctx, conn, b.sess, p)
 	} else {
@@ -1038,10 +1049,11 @@ func (b *Bridge) rateLoop(ctx context.Context) {
 
 // statusLoop publishes the JSON status document on <status_topic>/bridge.
 func (b *Bridge) statusLoop(ctx context.Context, l link) {
-	if b.cfg.StatusInterval < 0 {
+	every := durationOf(b.cfg.StatusInterval, defaultStatusInterval)
+	if every <= 0 {
 		return
 	}
-	t := time.NewTicker(b.cfg.StatusInterval)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

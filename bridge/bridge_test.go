@@ -58,7 +58,7 @@ func TestBacklogAfterOutage(t *testing.T) {
 			q := openQueue(t, buffer.Config{})
 			cfg := testConfig("mqtt://" + px.addr())
 			cfg.Upstream.Protocol = tc.protocol
-			cfg.Forward[0].QoS = tc.qos
+			cfg.Forward[0].QoS = new(tc.qos)
 			b := newBridge(t, cfg, q, nil, nil)
 			startBridge(t, b)
 
@@ -104,7 +104,7 @@ func TestLinkCutsDuringDrain(t *testing.T) {
 			q := openQueue(t, buffer.Config{})
 			cfg := testConfig("mqtt://" + px.addr())
 			cfg.Upstream.Protocol = tc.protocol
-			cfg.Forward[0].QoS = tc.qos
+			cfg.Forward[0].QoS = new(tc.qos)
 			cfg.ReplayRate.MessagesPerSecond = 4000 // long enough a drain to cut it several times
 			b := newBridge(t, cfg, q, nil, nil)
 			const pubs, n = 8, 500
@@ -155,7 +155,7 @@ func TestStallDetection(t *testing.T) {
 			cfg := testConfig("mqtt://" + px.addr())
 			cfg.Upstream.Protocol = protocol
 			cfg.StallTimeout = 300 * time.Millisecond
-			cfg.Upstream.KeepAlive = 60 * time.Second // keepalive must not be what detects it
+			cfg.Upstream.KeepAlive = new(60 * time.Second) // keepalive must not be what detects it
 			b := newBridge(t, cfg, q, nil, nil)
 			o := newObserver(t, up, "sites/#", 1)
 			startBridge(t, b)
@@ -220,7 +220,7 @@ func TestQoS2SessionSurvivesRestart(t *testing.T) {
 	q := openQueue(t, buffer.Config{})
 	dataDir := t.TempDir()
 	cfg := testConfig("mqtt://" + px.addr())
-	cfg.Forward[0].QoS = 2
+	cfg.Forward[0].QoS = new(byte(2))
 	cfg.StallTimeout = time.Hour // the freeze must not end the first connection
 	cfg.Inflight = 32            // a full window well below the backlog
 	o := newObserver(t, up, "sites/#", 2)
@@ -260,5 +260,31 @@ func TestQoS2SessionSurvivesRestart(t *testing.T) {
 	waitFor(t, 30*time.Second, "backlog acked", func() bool { return b2.Stats().BacklogMessages == 0 })
 	if s := b2.Stats(); s.Resent != 0 {
 		t.Errorf("resent = %d, want 0 (the session completed them)", s.Resent)
+	}
+}
+
+// A fatal buffer error ends Run with that error: it must not wait for the
+// loops that only stop with Run's context (issue 15: Run used to block).
+func TestRunReturnsFatalBufferError(t *testing.T) {
+	t.Parallel()
+	up := plainMosquitto(t)
+	q := openQueue(t, buffer.Config{})
+	b := newBridge(t, testConfig("mqtt://"+up), q, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	waitFor(t, 10*time.Second, "connected", func() bool { return b.Stats().Connected })
+	if err := q.Close(); err != nil { // the store is gone under the running bridge
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, buffer.ErrClosed) {
+			t.Fatalf("Run = %v, want an error wrapping buffer.ErrClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("Run did not return after a fatal buffer error")
 	}
 }

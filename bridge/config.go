@@ -3,7 +3,9 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,9 +38,9 @@ type Config struct {
 	// Default 30s.
 	StallTimeout time.Duration `yaml:"stall_timeout"`
 	// StatusInterval is the period of the JSON status document published
-	// (QoS 0, not retained) on `<status_topic>/bridge`. Default 1m;
-	// a negative value disables it.
-	StatusInterval time.Duration `yaml:"status_interval"`
+	// (QoS 0, not retained) on `<status_topic>/bridge`. nil (key absent):
+	// 1m; 0 (or negative) disables it.
+	StatusInterval *time.Duration `yaml:"status_interval"`
 }
 
 // ReplayRate limits the drain rate. A zero field means no limit.
@@ -61,16 +63,19 @@ type UpstreamConfig struct {
 	// PasswordFile holds the password; surrounding whitespace is trimmed.
 	PasswordFile string    `yaml:"password_file"`
 	TLS          TLSConfig `yaml:"tls"`
-	// KeepAlive is the MQTT keep alive interval. Default 30s.
-	KeepAlive time.Duration `yaml:"keepalive"`
+	// KeepAlive is the MQTT keep alive interval. nil (key absent): 30s;
+	// 0 turns keep alive off (no PINGREQ; a dead link is then only
+	// noticed by the stall timeout or TCP).
+	KeepAlive *time.Duration `yaml:"keepalive"`
 	// CleanStart forces a clean session on every connection. By default
 	// (false) the first connection of a process starts clean and later
 	// reconnects resume the session (MQTT 5 only), which keeps QoS 2
 	// exactly-once across reconnects (see the package documentation).
 	CleanStart bool `yaml:"clean_start"`
 	// SessionExpiry is the MQTT 5 session expiry interval requested when
-	// CleanStart is false. Default 1h.
-	SessionExpiry time.Duration `yaml:"session_expiry"`
+	// CleanStart is false. nil (key absent): 1h; 0 asks the upstream to
+	// end the session when the connection closes.
+	SessionExpiry *time.Duration `yaml:"session_expiry"`
 	// StatusTopic is a template ({gateway}); the connection's retained will
 	// is "offline" and its retained birth message "online" on this topic.
 	// Default "sites/{gateway}/status".
@@ -103,8 +108,10 @@ type ForwardRoute struct {
 	Filter string `yaml:"filter"`
 	Prefix string `yaml:"prefix"`
 	// QoS is the maximum QoS used upstream (the message's own QoS is
-	// lowered to it, never raised). Default 1.
-	QoS byte `yaml:"qos"`
+	// lowered to it, never raised). nil (key absent): 1. With 0 every
+	// message goes upstream at QoS 0 and, unless BufferQoS0 is set, is
+	// forwarded best-effort without being written to the buffer.
+	QoS *byte `yaml:"qos"`
 	// BufferQoS0 stores QoS 0 messages in the buffer too: they survive
 	// outages and restarts and leave in order with the others, still at
 	// QoS 0 (acked in the buffer once written to the connection). By
@@ -121,7 +128,7 @@ type SubscribeRoute struct {
 	Filter      string `yaml:"filter"`
 	StripPrefix string `yaml:"strip_prefix"`
 	Prefix      string `yaml:"prefix"`
-	QoS         byte   `yaml:"qos"` // subscription QoS, default 1
+	QoS         *byte  `yaml:"qos"` // subscription QoS 0-2; nil (key absent): 1
 }
 
 // FieldError is one configuration problem; Path is relative to `bridge:`.
@@ -131,12 +138,20 @@ func (e *FieldError) Error() string     { return e.Path + ": " + e.Msg }
 func (e *FieldError) FieldPath() string { return e.Path }
 
 const (
+	// DefaultQoS is the QoS of a forward or subscribe route without a
+	// `qos:` key.
+	DefaultQoS            = 1
+	defaultKeepAlive      = 30 * time.Second
+	defaultSessionExpiry  = time.Hour
 	defaultInflight       = 1024
 	defaultStallTimeout   = 30 * time.Second
 	defaultStatusInterval = time.Minute
 )
 
 // Defaults fills every unset field with its default. It is idempotent.
+// Fields whose zero value means something (route QoS 0, keepalive 0,
+// session_expiry 0, status_interval 0) are pointers and only a nil one is
+// defaulted; the other fields treat 0 as unset.
 func (c *Config) Defaults() {
 	u := &c.Upstream
 	if u.Protocol == "" {
@@ -145,11 +160,11 @@ func (c *Config) Defaults() {
 	if u.ClientID == "" {
 		u.ClientID = "{gateway}"
 	}
-	if u.KeepAlive == 0 {
-		u.KeepAlive = 30 * time.Second
+	if u.KeepAlive == nil {
+		u.KeepAlive = new(defaultKeepAlive)
 	}
-	if u.SessionExpiry == 0 {
-		u.SessionExpiry = time.Hour
+	if u.SessionExpiry == nil {
+		u.SessionExpiry = new(defaultSessionExpiry)
 	}
 	if u.StatusTopic == "" {
 		u.StatusTopic = "sites/{gateway}/status"
@@ -163,14 +178,18 @@ func (c *Config) Defaults() {
 	if u.Backoff.Max == 0 {
 		u.Backoff.Max = 2 * time.Minute
 	}
+	// The route slices may be shared with the caller's Config (reload
+	// compares the two): default copies.
+	c.Forward = slices.Clone(c.Forward)
 	for i := range c.Forward {
-		if c.Forward[i].QoS == 0 {
-			c.Forward[i].QoS = 1
+		if c.Forward[i].QoS == nil {
+			c.Forward[i].QoS = new(byte(DefaultQoS))
 		}
 	}
+	c.Subscribe = slices.Clone(c.Subscribe)
 	for i := range c.Subscribe {
-		if c.Subscribe[i].QoS == 0 {
-			c.Subscribe[i].QoS = 1
+		if c.Subscribe[i].QoS == nil {
+			c.Subscribe[i].QoS = new(byte(DefaultQoS))
 		}
 	}
 	if c.Inflight == 0 {
@@ -179,8 +198,8 @@ func (c *Config) Defaults() {
 	if c.StallTimeout == 0 {
 		c.StallTimeout = defaultStallTimeout
 	}
-	if c.StatusInterval == 0 {
-		c.StatusInterval = defaultStatusInterval
+	if c.StatusInterval == nil {
+		c.StatusInterval = new(defaultStatusInterval)
 	}
 	c.Buffer.Defaults()
 }
@@ -223,11 +242,11 @@ func (c *Config) Validate() error {
 	if (u.TLS.CertFile == "") != (u.TLS.KeyFile == "") {
 		add("upstream.tls", "cert_file and key_file must be set together")
 	}
-	if u.KeepAlive < 0 || u.KeepAlive > 65535*time.Second {
-		add("upstream.keepalive", "%v out of range [0, 65535s]", u.KeepAlive)
+	if ka := u.KeepAlive; ka != nil && (*ka < 0 || *ka > 65535*time.Second) {
+		add("upstream.keepalive", "%v out of range [0, 65535s]", *ka)
 	}
-	if u.SessionExpiry < 0 {
-		add("upstream.session_expiry", "must not be negative")
+	if se := u.SessionExpiry; se != nil && (*se < 0 || *se > math.MaxUint32*time.Second) {
+		add("upstream.session_expiry", "%v out of range [0, %v]", *se, math.MaxUint32*time.Second)
 	}
 	if u.ConnectTimeout < 0 {
 		add("upstream.connect_timeout", "must not be negative")
@@ -248,8 +267,8 @@ func (c *Config) Validate() error {
 		if strings.ContainsAny(r.Prefix, "+#") {
 			add(p+".prefix", "must not contain wildcards")
 		}
-		if r.QoS > 2 {
-			add(p+".qos", "%d: want 0, 1 or 2", r.QoS)
+		if r.QoS != nil && *r.QoS > 2 {
+			add(p+".qos", "%d: want 0, 1 or 2", *r.QoS)
 		}
 	}
 	for i, r := range c.Subscribe {
@@ -267,8 +286,8 @@ func (c *Config) Validate() error {
 		if strings.ContainsAny(r.Prefix, "+#") {
 			add(p+".prefix", "must not contain wildcards")
 		}
-		if r.QoS > 2 {
-			add(p+".qos", "%d: want 0, 1 or 2", r.QoS)
+		if r.QoS != nil && *r.QoS > 2 {
+			add(p+".qos", "%d: want 0, 1 or 2", *r.QoS)
 		}
 	}
 	if c.Inflight < 1 || c.Inflight > 65535 {
@@ -317,6 +336,22 @@ func checkTemplate(add func(string, string, ...any), path, s string) {
 	if strings.ContainsAny(rest, "{}") {
 		add(path, "%q: only the {gateway} placeholder is supported", s)
 	}
+}
+
+// qosOf is a route's QoS: DefaultQoS when unset.
+func qosOf(q *byte) byte {
+	if q == nil {
+		return DefaultQoS
+	}
+	return *q
+}
+
+// durationOf is *d, or def when d is nil.
+func durationOf(d *time.Duration, def time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	return *d
 }
 
 func expand(tmpl, gateway string) string { return strings.ReplaceAll(tmpl, "{gateway}", gateway) }

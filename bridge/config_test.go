@@ -19,15 +19,15 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatalf("defaulted config invalid: %v", err)
 	}
 	want := UpstreamConfig{
-		URL: "mqtts://broker.example.com", Protocol: "5", ClientID: "{gateway}", KeepAlive: 30 * time.Second,
-		SessionExpiry: time.Hour, StatusTopic: "sites/{gateway}/status", ConnectTimeout: 10 * time.Second,
+		URL: "mqtts://broker.example.com", Protocol: "5", ClientID: "{gateway}", KeepAlive: new(30 * time.Second),
+		SessionExpiry: new(time.Hour), StatusTopic: "sites/{gateway}/status", ConnectTimeout: 10 * time.Second,
 		Backoff: Backoff{Min: time.Second, Max: 2 * time.Minute},
 	}
 	if d := cmp.Diff(want, c.Upstream); d != "" {
 		t.Errorf("upstream defaults (-want +got):\n%s", d)
 	}
-	if c.Inflight != 1024 || c.StallTimeout != 30*time.Second || c.StatusInterval != time.Minute || c.Forward[0].QoS != 1 {
-		t.Errorf("inflight=%d stall=%v status=%v qos=%d", c.Inflight, c.StallTimeout, c.StatusInterval, c.Forward[0].QoS)
+	if c.Inflight != 1024 || c.StallTimeout != 30*time.Second || *c.StatusInterval != time.Minute || *c.Forward[0].QoS != 1 {
+		t.Errorf("inflight=%d stall=%v status=%v qos=%d", c.Inflight, c.StallTimeout, *c.StatusInterval, *c.Forward[0].QoS)
 	}
 	if c.Buffer.WhenFull != buffer.DropOldest {
 		t.Errorf("buffer defaults not applied: %+v", c.Buffer)
@@ -48,7 +48,7 @@ func TestConfigValidate(t *testing.T) {
 		},
 		Forward: []ForwardRoute{
 			{Filter: "ok/#", Prefix: "sites/{gateway}/"},
-			{Filter: "bad/#/x", Prefix: "a/+", QoS: 3},
+			{Filter: "bad/#/x", Prefix: "a/+", QoS: new(byte(3))},
 		},
 		Subscribe:  []SubscribeRoute{{Filter: "", StripPrefix: "x/#"}},
 		Buffer:     buffer.Config{MaxBytes: 1, WhenFull: "explode"},

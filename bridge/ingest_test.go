@@ -122,3 +122,49 @@ func TestEncodeForward(t *testing.T) {
 		}
 	}
 }
+
+// A forward route with qos: 0 sends every message at QoS 0 and never writes
+// to the buffer, whatever the message's own QoS (unless buffer_qos0); an
+// absent qos is 1 (issue 15: an explicit 0 used to become 1).
+func TestIngestQoS0Route(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		qos      *byte
+		bufferQ0 bool
+		buffered bool
+	}{
+		{"qos 0", new(byte(0)), false, false},
+		{"qos 0, buffer_qos0", new(byte(0)), true, true},
+		{"qos absent", nil, false, true},
+		{"qos 1", new(byte(1)), false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := openQueue(t, buffer.Config{})
+			cfg := testConfig("mqtt://127.0.0.1:1")
+			cfg.Forward = []ForwardRoute{{Filter: "myhome/#", Prefix: "sites/{gateway}/", QoS: tc.qos, BufferQoS0: tc.bufferQ0}}
+			cfg.Defaults()
+			b := newBridge(t, cfg, q, nil, nil)
+			for _, mq := range []byte{0, 1, 2} {
+				if mq == 0 && !tc.bufferQ0 {
+					continue
+				}
+				in, err := b.IngestAsync(Message{Topic: "myhome/x", QoS: mq, Payload: []byte("1")})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if (in != nil) != tc.buffered {
+					t.Fatalf("message QoS %d: buffered = %v, want %v", mq, in != nil, tc.buffered)
+				}
+				if in != nil {
+					if err := in.Err(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if s := q.Stats(); (s.Appended > 0) != tc.buffered {
+				t.Errorf("records appended to the buffer: %d, buffered = %v", s.Appended, tc.buffered)
+			}
+		})
+	}
+}

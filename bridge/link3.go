@@ -56,7 +56,9 @@ func connect3(ctx context.Context, conn net.Conn, p connectParams, timeout time.
 	// by keepalive and stall detection.
 	opts.SetWriteTimeout(3 * time.Second)
 	opts.SetOrderMatters(true)
-	opts.SetBinaryWill(p.willTopic, []byte("offline"), 1, true)
+	if p.willTopic != "" {
+		opts.SetBinaryWill(p.willTopic, []byte("offline"), 1, true)
+	}
 	opts.SetStore(mqtt.NewMemoryStore())
 	opts.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		p.onError(err)
@@ -79,6 +81,9 @@ func connect3(ctx context.Context, conn net.Conn, p connectParams, timeout time.
 	if err := tok.Error(); err != nil {
 		_ = conn.Close()
 		_ = wb.Close()
+		if r := refusal3(err, p.clientID); r != nil {
+			return nil, r
+		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	return l, nil

@@ -179,7 +179,7 @@ type connectParams struct {
 	keepAlive  uint16
 	cleanStart bool
 	expiry     uint32
-	willTopic  string
+	willTopic  string // "" for no will (Probe)
 	onMessage  func(m Message)
 	onError    func(error)
 }
@@ -196,8 +196,14 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 			p.onMessage(fromPaho5(pr.Packet))
 			return true, nil
 		}},
-		OnClientError:      p.onError,
-		OnServerDisconnect: func(d *paho.Disconnect) { p.onError(fmt.Errorf("server sent DISCONNECT reason %#x", d.ReasonCode)) },
+		OnClientError: p.onError,
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			r := &RefusedError{Packet: "DISCONNECT", Code: d.ReasonCode, ClientID: p.clientID}
+			if d.Properties != nil {
+				r.Reason = d.Properties.ReasonString
+			}
+			p.onError(r)
+		},
 	}
 	c := paho.NewClient(cfg)
 	cp := &paho.Connect{
@@ -206,10 +212,10 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 		CleanStart: p.cleanStart,
 		Username:   p.username,
 		Password:   p.password,
-		WillMessage: &paho.WillMessage{
-			Retain: true, QoS: 1, Topic: p.willTopic, Payload: []byte("offline"),
-		},
 		Properties: &paho.ConnectProperties{},
+	}
+	if p.willTopic != "" {
+		cp.WillMessage = &paho.WillMessage{Retain: true, QoS: 1, Topic: p.willTopic, Payload: []byte("offline")}
 	}
 	cp.UsernameFlag = p.username != ""
 	cp.PasswordFlag = len(p.password) > 0
@@ -219,8 +225,12 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 	ca, err := c.Connect(ctx, cp)
 	if err != nil {
 		_ = wb.Close()
-		if ca != nil {
-			return nil, fmt.Errorf("connect: CONNACK reason %#x%s: %w", ca.ReasonCode, reasonString(ca), err)
+		if ca != nil && ca.ReasonCode >= 0x80 {
+			r := &RefusedError{Packet: "CONNACK", Code: ca.ReasonCode, ClientID: p.clientID}
+			if ca.Properties != nil {
+				r.Reason = ca.Properties.ReasonString
+			}
+			return nil, r
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -235,13 +245,6 @@ func connect5(ctx context.Context, conn net.Conn, s *session5, p connectParams) 
 		l.retainOK = pr.RetainAvailable
 	}
 	return l, nil
-}
-
-func reasonString(ca *paho.Connack) string {
-	if ca.Properties != nil && ca.Properties.ReasonString != "" {
-		return " " + ca.Properties.ReasonString
-	}
-	return ""
 }
 
 // publish sends m without paho's Client.Publish, which creates a context

@@ -18,10 +18,10 @@ type routeSet struct {
 func compileRoutes(forward []ForwardRoute, subscribe []SubscribeRoute, gateway string) *routeSet {
 	rs := &routeSet{}
 	for _, r := range forward {
-		rs.fwd = append(rs.fwd, fwdRoute{filter: expand(r.Filter, gateway), prefix: expand(r.Prefix, gateway), qos: r.QoS, bufferQoS0: r.BufferQoS0})
+		rs.fwd = append(rs.fwd, fwdRoute{filter: expand(r.Filter, gateway), prefix: expand(r.Prefix, gateway), qos: qosOf(r.QoS), bufferQoS0: r.BufferQoS0})
 	}
 	for _, r := range subscribe {
-		rs.sub = append(rs.sub, subRoute{filter: expand(r.Filter, gateway), strip: expand(r.StripPrefix, gateway), prefix: expand(r.Prefix, gateway), qos: r.QoS})
+		rs.sub = append(rs.sub, subRoute{filter: expand(r.Filter, gateway), strip: expand(r.StripPrefix, gateway), prefix: expand(r.Prefix, gateway), qos: qosOf(r.QoS)})
 	}
 	return rs
 }

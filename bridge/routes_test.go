@@ -76,9 +76,9 @@ func TestSubscribeRoutesAndStatus(t *testing.T) {
 			cfg.Upstream.Protocol = protocol
 			// Forwarding everything would send commands straight back up (and
 			// round again) without the Origin rule.
-			cfg.Forward = []ForwardRoute{{Filter: "#", Prefix: "sites/{gateway}/", QoS: 1}}
+			cfg.Forward = []ForwardRoute{{Filter: "#", Prefix: "sites/{gateway}/", QoS: new(byte(1))}}
 			cfg.Subscribe = []SubscribeRoute{{Filter: "sites/{gateway}/cmd/#", StripPrefix: "sites/{gateway}/", Prefix: "local/"}}
-			cfg.StatusInterval = 20 * time.Millisecond
+			cfg.StatusInterval = new(20 * time.Millisecond)
 			cfg.Defaults()
 			local := &loopbackLocal{}
 			b := newBridge(t, cfg, q, local, nil)

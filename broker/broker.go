@@ -101,6 +101,9 @@ type UserProperty struct{ Key, Value string }
 
 // Options wires the broker into the process.
 type Options struct {
+	// Version is published on $SYS/broker/version (the gateway's version,
+	// not the MQTT library's). Empty: the library's.
+	Version string
 	// DataDir holds the broker's store (DataDir/broker/broker.db): retained
 	// messages and persistent sessions. Required.
 	DataDir string
@@ -168,6 +171,7 @@ type Broker struct {
 	cfg     Config
 	log     *slog.Logger
 	dataDir string
+	version string // for $SYS/broker/version
 	ingress IngressFunc
 	lines   sync.Map  // *mqtt.Client → *ingressLine
 	entries sync.Pool // *ingested, recycled by the ingress lines
@@ -223,6 +227,7 @@ func New(cfg Config, opts Options) (*Broker, error) {
 		cfg:      cfg,
 		log:      opts.Logger.With("component", "broker"),
 		dataDir:  opts.DataDir,
+		version:  opts.Version,
 		ingress:  opts.Ingress,
 		ready:    make(chan struct{}),
 		subs:     map[int]*inprocSub{},
@@ -249,7 +254,9 @@ func (b *Broker) Addrs() []net.Addr {
 // Run opens the store, binds every listener (failing if any cannot be bound),
 // serves until ctx is done, then disconnects clients, closes listeners and
 // the store, and returns once every goroutine it started has returned. Run
-// may be called once.
+// may be called once. If a listener stops accepting on its own (its socket
+// failed; running out of descriptors is waited out), Run stops the same way
+// and returns that error.
 func (b *Broker) Run(ctx context.Context) error {
 	b.mu.Lock()
 	if b.started {
@@ -271,6 +278,9 @@ func (b *Broker) Run(ctx context.Context) error {
 		SysTopicResendInterval: int64(b.cfg.SysInterval / time.Second),
 		InlineClient:           true,
 	})
+	if b.version != "" {
+		srv.Info.Version = b.version
+	}
 	b.srv.Store(srv)
 
 	if err := srv.AddHook(&policy{b: b}, nil); err != nil {
@@ -313,18 +323,32 @@ func (b *Broker) Run(ctx context.Context) error {
 	b.running = true
 	b.pubMu.Unlock()
 
+	// A listener that stops accepting on its own ends Run with its error:
+	// a broker that can take no connection is failed, not running.
+	lnFailed := make(chan error, 1)
+	reportLn := func(err error) {
+		select {
+		case lnFailed <- err:
+		default: // another one failed first
+		}
+	}
 	for _, l := range ls {
 		l.start(func(id string, c net.Conn) error {
 			bc := newBatchConn(c)
 			defer b.connDone(bc)
 			return srv.EstablishConnection(id, bc)
-		})
+		}, reportLn)
 		b.log.Info("listening", "type", l.kind, "address", l.ln.Addr().String())
 	}
 	b.warnAnonymous(b.auth.Load())
 	close(b.ready)
 
-	<-ctx.Done()
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-lnFailed:
+		runErr = fmt.Errorf("broker: %w", err)
+	}
 
 	close(b.stopping) // wakes publishes waiting for slow subscribers
 	b.pubMu.Lock()
@@ -348,7 +372,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	_ = srv.Close() // stops hooks: closes the store
 	<-watch.halted  // mochi's event loop goroutine has returned
 	b.log.Info("stopped")
-	return nil
+	return runErr
 }
 
 // connDone forgets a finished connection's client state; mochi does not
@@ -376,9 +400,9 @@ func (b *Broker) capabilities() *mqtt.Capabilities {
 	// delivered instead of dropped.
 	c.MaximumInflight = uint16(min(2*l.MaxInflight, math.MaxUint16))
 	c.MaximumClientWritesPending = int32(l.MaxQueuedMessages + l.MaxInflight)
-	c.MaximumSessionExpiryInterval = uint32(l.MaxSessionExpiry / time.Second)
+	c.MaximumSessionExpiryInterval = uint32(*l.MaxSessionExpiry / time.Second)
 	c.MaximumMessageExpiryInterval = int64(l.MaxMessageExpiry / time.Second)
-	c.TopicAliasMaximum = uint16(l.TopicAliasMaximum)
+	c.TopicAliasMaximum = uint16(*l.TopicAliasMaximum)
 	c.Compatibilities.NoInheritedPropertiesOnAck = true // no user properties on PUBACK/PUBREC/PUBCOMP
 	return c
 }

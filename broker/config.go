@@ -105,7 +105,8 @@ type ACLRule struct {
 	Deny []string `yaml:"deny"`
 }
 
-// LimitsConfig bounds resources. Every field's zero value means "default".
+// LimitsConfig bounds resources. A zero field means "default", except for
+// the pointer fields, where only nil does and 0 is a value.
 type LimitsConfig struct {
 	// MaxClients is the number of concurrently connected network clients;
 	// further CONNECTs get "server unavailable"/"server busy". Default 1000.
@@ -139,15 +140,17 @@ type LimitsConfig struct {
 	MaxKeepalive time.Duration `yaml:"max_keepalive"`
 	// MaxSessionExpiry caps how long a disconnected persistent session is
 	// kept (MQTT 5 session expiry; 3.1.1 clean_session=false sessions use
-	// it as is). Whole seconds. Default 168h.
-	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
+	// it as is). Whole seconds. nil (key absent): 168h; 0 keeps no
+	// session past its connection.
+	MaxSessionExpiry *time.Duration `yaml:"max_session_expiry"`
 	// MaxMessageExpiry caps message expiry for queued and retained
 	// messages. Whole seconds. Zero: no server limit (a message's own MQTT 5
 	// expiry still applies); retained messages then live until replaced.
 	MaxMessageExpiry time.Duration `yaml:"max_message_expiry"`
 	// TopicAliasMaximum is the number of topic aliases accepted from and
-	// used towards an MQTT 5 client. 0..65535, default 64.
-	TopicAliasMaximum int `yaml:"topic_alias_maximum"`
+	// used towards an MQTT 5 client. 0..65535; nil (key absent): 64; 0
+	// turns topic aliases off.
+	TopicAliasMaximum *int `yaml:"topic_alias_maximum"`
 	// DeliveryWait is how long a publish may wait for a slow subscriber to
 	// make room (in flight, see MaxInflight, or in its write queue, see
 	// MaxQueuedMessages) before it is delivered anyway, where the
@@ -180,9 +183,13 @@ func (c *Config) Defaults() {
 	setInt(&l.ReceiveMaximum, 256)
 	setInt(&l.MaxInflight, 1024)
 	setInt(&l.MaxQueuedMessages, 2*l.MaxInflight)
-	setInt(&l.TopicAliasMaximum, 64)
 	setDur(&l.MaxKeepalive, 5*time.Minute)
-	setDur(&l.MaxSessionExpiry, 168*time.Hour)
+	if l.MaxSessionExpiry == nil {
+		l.MaxSessionExpiry = new(168 * time.Hour)
+	}
+	if l.TopicAliasMaximum == nil {
+		l.TopicAliasMaximum = new(64)
+	}
 	setDur(&l.DeliveryWait, 30*time.Second)
 }
 
@@ -386,7 +393,9 @@ func (l *LimitsConfig) validate(prefix string) []error {
 	rangeInt("max_packet_size", l.MaxPacketSize, 64, 268435455)
 	rangeInt("receive_maximum", l.ReceiveMaximum, 1, 65535)
 	rangeInt("max_inflight", l.MaxInflight, 1, 65535)
-	rangeInt("topic_alias_maximum", l.TopicAliasMaximum, 0, 65535)
+	if l.TopicAliasMaximum != nil {
+		rangeInt("topic_alias_maximum", *l.TopicAliasMaximum, 0, 65535)
+	}
 	if l.MaxQueuedMessages < l.MaxInflight || l.MaxQueuedMessages > math.MaxInt32 {
 		add("max_queued_messages", "must be at least max_inflight (%d) (got %d)", l.MaxInflight, l.MaxQueuedMessages)
 	}
@@ -396,7 +405,9 @@ func (l *LimitsConfig) validate(prefix string) []error {
 		}
 	}
 	wholeSeconds("max_keepalive", l.MaxKeepalive, time.Second, 65535*time.Second)
-	wholeSeconds("max_session_expiry", l.MaxSessionExpiry, 0, math.MaxUint32*time.Second)
+	if l.MaxSessionExpiry != nil {
+		wholeSeconds("max_session_expiry", *l.MaxSessionExpiry, 0, math.MaxUint32*time.Second)
+	}
 	wholeSeconds("max_message_expiry", l.MaxMessageExpiry, 0, math.MaxUint32*time.Second)
 	if l.DeliveryWait <= 0 {
 		add("delivery_wait", "must be positive (got %s)", l.DeliveryWait)

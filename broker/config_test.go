@@ -21,8 +21,8 @@ func TestDefaults(t *testing.T) {
 		Listeners:   []ListenerConfig{{Type: "tcp", Address: "0.0.0.0:1883"}},
 		SysInterval: 10 * time.Second,
 		Limits: LimitsConfig{MaxClients: 1000, MaxPacketSize: 256 << 10, ReceiveMaximum: 256, MaxInflight: 1024,
-			MaxQueuedMessages: 2048, MaxKeepalive: 5 * time.Minute, MaxSessionExpiry: 168 * time.Hour,
-			TopicAliasMaximum: 64, DeliveryWait: 30 * time.Second},
+			MaxQueuedMessages: 2048, MaxKeepalive: 5 * time.Minute, MaxSessionExpiry: new(168 * time.Hour),
+			TopicAliasMaximum: new(64), DeliveryWait: 30 * time.Second},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Fatalf("Defaults (-want +got):\n%s", diff)

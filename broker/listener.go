@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -24,6 +25,10 @@ type listener struct {
 	ln    net.Listener // already wrapped with TLS for tls and wss
 	log   *slog.Logger
 	serve func(id string, c net.Conn) error // mochi's EstablishConnection
+	// failed is called once if the listener stops accepting on its own
+	// (the socket failed), with the reason.
+	failed func(error)
+	stop   chan struct{} // closed by stopAccepting: ends the accept backoff
 
 	mu      sync.Mutex
 	closing bool
@@ -52,12 +57,15 @@ func bindListener(id string, lc ListenerConfig, log *slog.Logger) (*listener, er
 		ln:    ln,
 		log:   log.With("listener", id, "type", lc.Type, "address", ln.Addr().String()),
 		conns: map[net.Conn]struct{}{},
+		stop:  make(chan struct{}),
 	}, nil
 }
 
 // start serves connections in goroutines owned by l (waited for in close).
-func (l *listener) start(serve func(id string, c net.Conn) error) {
-	l.serve = serve
+// A listener that stops accepting before stopAccepting reports it to
+// failed.
+func (l *listener) start(serve func(id string, c net.Conn) error, failed func(error)) {
+	l.serve, l.failed = serve, failed
 	if l.kind == ListenerWebsocket {
 		up := &websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
@@ -74,14 +82,44 @@ func (l *listener) start(serve func(id string, c net.Conn) error) {
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 		}
-		l.wg.Go(func() { _ = l.httpSrv.Serve(l.ln) })
+		l.wg.Go(func() {
+			// Serve retries EMFILE and the like itself.
+			if err := l.httpSrv.Serve(l.ln); !errors.Is(err, http.ErrServerClosed) {
+				l.fail(err)
+			}
+		})
 		return
 	}
 	l.wg.Go(func() {
+		var delay time.Duration // backoff after a transient accept error
 		for {
 			c, err := l.ln.Accept()
 			if err != nil {
-				return // closed (net.ErrClosed) or fatal
+				if l.isClosing() {
+					return
+				}
+				if !transientAccept(err) {
+					l.fail(err)
+					return
+				}
+				// Out of descriptors or memory for a moment: retry as
+				// net/http does (5ms doubling to 1s), log once per episode.
+				if delay == 0 {
+					l.log.Warn("accept failed; retrying", "err", err)
+				}
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-l.stop:
+					t.Stop()
+					return
+				}
+				continue
+			}
+			if delay != 0 {
+				l.log.Info("accepting again")
+				delay = 0
 			}
 			if !l.track(c) {
 				_ = c.Close()
@@ -94,6 +132,31 @@ func (l *listener) start(serve func(id string, c net.Conn) error) {
 			}()
 		}
 	})
+}
+
+// transientAccept reports whether an accept error passes: the process or
+// the system is out of descriptors or memory, or the client gave up.
+func transientAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *listener) isClosing() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closing
+}
+
+// fail reports that the listener stopped accepting on its own.
+func (l *listener) fail(err error) {
+	if l.isClosing() {
+		return
+	}
+	l.failed(fmt.Errorf("listener %s %s stopped accepting: %w", l.kind, l.ln.Addr(), err))
 }
 
 // handle runs one websocket connection inside its HTTP handler goroutine.
@@ -134,6 +197,9 @@ func (l *listener) untrack(c net.Conn) {
 // stopAccepting closes the listening socket; live connections continue.
 func (l *listener) stopAccepting() {
 	l.mu.Lock()
+	if !l.closing {
+		close(l.stop)
+	}
 	l.closing = true
 	l.mu.Unlock()
 	if l.httpSrv != nil {

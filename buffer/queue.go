@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -30,6 +31,14 @@ var (
 	// of a full file system kills the process with SIGBUS, so appends stop
 	// while there is still room for badger's own files.
 	ErrDiskFull = errors.New("buffer: disk full")
+	// ErrStoreFailed is wrapped by the error of every Append once the
+	// device reported an I/O error (EIO) while records were being made
+	// durable: which writes reached the disk is then unknown (the page
+	// cache may have dropped them), so the queue accepts nothing more and
+	// Run returns the failure. Reopening the store, after a restart,
+	// recovers what was durable. A full disk or a read-only file system is
+	// not such a failure.
+	ErrStoreFailed = errors.New("buffer: store failed")
 )
 
 // DiskReserve is the free space below which Append refuses records with
@@ -99,6 +108,9 @@ type Queue struct {
 	syncing   bool
 	syncer    *storeSyncer
 	bigValues atomic.Bool // values went to the value log since the last sync
+	// syncFault, when set, is called before each sync and its error
+	// returned in place of the sync's (fault injection, see faults_*.go).
+	syncFault func(dir string) error
 
 	// wmu serialises every write to badger and the fsync following an
 	// append commit, so that the persisted metadata always matches the keys.
@@ -118,6 +130,10 @@ type Queue struct {
 	acked    map[uint64]struct{} // acked but not yet deleted (seq > st.head)
 	closed   bool
 	stats    counters
+	// failure is the store failure (wrapping ErrStoreFailed), nil while
+	// the store works (under mu); failed is closed when it is set.
+	failure error
+	failed  chan struct{}
 
 	// ackedTo: every record with seq in (st.head, ackedTo] is acked (under
 	// mu). In-order acks, the drain's case, only move it; acked holds the
@@ -376,6 +392,9 @@ func (q *Queue) syncLoop() {
 		var err error
 		if need {
 			err = q.syncStore()
+			if err != nil && errors.Is(err, syscall.EIO) {
+				err = q.fail(err)
+			}
 		}
 		var records uint64
 		for _, r := range batch {
@@ -415,9 +434,33 @@ func (q *Queue) syncLoop() {
 	}
 }
 
+// fail records the store failure cause (the first one wins) and returns
+// it wrapped in ErrStoreFailed.
+func (q *Queue) fail(cause error) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.failure == nil {
+		q.failure = fmt.Errorf("%w: sync %s: %w", ErrStoreFailed, q.dir, cause)
+		close(q.failed)
+	}
+	return q.failure
+}
+
+// storeFailure is the store failure, nil while the store works.
+func (q *Queue) storeFailure() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.failure
+}
+
 // syncStore makes every write to badger that completed before the call
 // durable (see storeSyncer).
 func (q *Queue) syncStore() error {
+	if q.syncFault != nil {
+		if err := q.syncFault(q.dir); err != nil {
+			return err
+		}
+	}
 	ok, err := q.syncer.sync(q.bigValues.Swap(false))
 	if !ok && err == nil {
 		err = q.db.Sync()
@@ -434,6 +477,12 @@ func (q *Queue) write(batch []*appendReq) bool {
 	if q.db == nil {
 		for _, r := range batch {
 			r.err = ErrClosed
+		}
+		return false
+	}
+	if err := q.storeFailure(); err != nil {
+		for _, r := range batch {
+			r.err = err
 		}
 		return false
 	}

@@ -12,7 +12,8 @@ import (
 )
 
 // Run does the queue's background work until ctx is done, then returns nil
-// (ErrClosed if the queue is already closed):
+// (ErrClosed if the queue is already closed), or the error wrapping
+// ErrStoreFailed as soon as the store fails:
 //   - about every second, persists acknowledgements not yet persisted and
 //     reports quota drops;
 //   - every MaxAge/100 (clamped to 1s..1m), drops records older than MaxAge
@@ -45,6 +46,8 @@ func (q *Queue) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-q.failed:
+			return q.storeFailure()
 		case <-trim.C:
 			// Paging out costs syscalls, and page faults when the pages
 			// are read again: only once the file pages in the RSS grew

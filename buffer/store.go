@@ -113,7 +113,9 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		notify:   make(chan struct{}, 1),
 		acked:    make(map[uint64]struct{}),
 		ackLimit: ackMemLimit,
+		failed:   make(chan struct{}),
 	}
+	q.syncFault = injectedSyncFault()
 	q.gcond = sync.NewCond(&q.gmu)
 
 	db, m, rebuilt, dropped, err := openStore(dir, log)

@@ -50,7 +50,37 @@ type DeviceConfig struct {
 	Payload   string            `yaml:"payload"`   // json (default) | value
 	Heartbeat time.Duration     `yaml:"heartbeat"` // re-publish unchanged values at least this often; 0 = never
 
+	// Description of the hardware, for integrations (Home Assistant's
+	// device registry); the pollers ignore them.
+	Manufacturer  string               `yaml:"manufacturer"`
+	Model         string               `yaml:"model"`
+	HomeAssistant *HomeAssistantDevice `yaml:"homeassistant"`
+
 	Points []PointConfig `yaml:"points"`
+}
+
+// HomeAssistantDevice adjusts how a device appears in Home Assistant
+// (integrations.homeassistant). The pollers ignore it; the integration
+// validates it.
+type HomeAssistantDevice struct {
+	Enabled *bool  `yaml:"enabled"` // false: no Home Assistant device or entities (default true)
+	Name    string `yaml:"name"`    // device name shown in Home Assistant (default: the device's name)
+	Area    string `yaml:"area"`    // suggested_area
+}
+
+// HomeAssistantPoint adjusts a point's Home Assistant entity. Empty fields
+// keep what the integration derives from the point (type, writable, unit).
+// The pollers ignore it; the integration validates it.
+type HomeAssistantPoint struct {
+	Enabled     *bool    `yaml:"enabled"`      // false: no entity for this point (default true)
+	Component   string   `yaml:"component"`    // sensor | binary_sensor | number | switch
+	Name        string   `yaml:"name"`         // entity name (default: the point's name)
+	DeviceClass string   `yaml:"device_class"` // "none" drops the derived one
+	StateClass  string   `yaml:"state_class"`  // measurement | total | total_increasing | none
+	Unit        string   `yaml:"unit"`         // unit_of_measurement (default: the point's unit)
+	Icon        string   `yaml:"icon"`         // mdi:...
+	Step        *float64 `yaml:"step"`         // number entities: the step of the control
+	Mode        string   `yaml:"mode"`         // number entities: auto | box | slider
 }
 
 // USBConfig finds a serial adapter by USB identity (hex vid/pid as printed by lsusb).
@@ -78,9 +108,19 @@ type ParseConfig struct {
 	KV    bool   `yaml:"kv"`    // "a=1 b=2"
 }
 
+// ValidRange bounds plausible values; either bound may be left out.
+type ValidRange struct {
+	Min *float64 `yaml:"min"`
+	Max *float64 `yaml:"max"`
+}
+
 // PointConfig is one entry of a device's `points:` list.
 type PointConfig struct {
 	Name string `yaml:"name"` // {point} in topics
+	// Key is the field of a serial sensor's line (kv or json parsing)
+	// that carries this point, e.g. "T" in "T=21.5 H=40"; default: the
+	// point's name.
+	Key string `yaml:"key"`
 
 	// Modbus register map.
 	Table   string `yaml:"table"`   // holding | input | coil | discrete
@@ -91,22 +131,29 @@ type PointConfig struct {
 	Bit     *int   `yaml:"bit"`     // 0-15, for type bit
 
 	// Value handling (all drivers).
-	Unit            string   `yaml:"unit"`
-	Scale           *float64 `yaml:"scale"` // value = raw*scale + offset
-	Offset          float64  `yaml:"offset"`
-	Deadband        float64  `yaml:"deadband"`         // absolute: publish only when |Δ| ≥ deadband
-	DeadbandPercent float64  `yaml:"deadband_percent"` // relative to the last published value
+	Unit   string   `yaml:"unit"`
+	Scale  *float64 `yaml:"scale"` // value = raw*scale + offset
+	Offset float64  `yaml:"offset"`
+	// Valid is the plausible range of the engineering value: a reading
+	// outside it is published with "quality":"bad" and counted (a wrong
+	// table, type, byte order or scale shows up this way). Nil: no check.
+	Valid           *ValidRange `yaml:"valid"`
+	Deadband        float64     `yaml:"deadband"`         // absolute: publish only when |Δ| ≥ deadband
+	DeadbandPercent float64     `yaml:"deadband_percent"` // relative to the last published value
 
-	Poll      time.Duration `yaml:"poll"`      // overrides the device's poll
-	Heartbeat time.Duration `yaml:"heartbeat"` // overrides the device's heartbeat
-	QoS       *int          `yaml:"qos"`
-	Retain    *bool         `yaml:"retain"`
-	Topic     string        `yaml:"topic"` // overrides the device's topic template
+	Poll      time.Duration  `yaml:"poll"`      // overrides the device's poll
+	Heartbeat *time.Duration `yaml:"heartbeat"` // overrides the device's heartbeat; 0 = never for this point
+	QoS       *int           `yaml:"qos"`
+	Retain    *bool          `yaml:"retain"`
+	Topic     string         `yaml:"topic"` // overrides the device's topic template
 
 	// Write-back.
 	Writable bool     `yaml:"writable"`
 	Min      *float64 `yaml:"min"` // write limits; for sim points the value range
 	Max      *float64 `yaml:"max"`
+
+	// Home Assistant entity overrides (integrations.homeassistant).
+	HomeAssistant *HomeAssistantPoint `yaml:"homeassistant"`
 
 	// Simulation.
 	Sim    string        `yaml:"sim"`    // sine | random | counter | constant | toggle

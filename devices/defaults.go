@@ -91,8 +91,8 @@ func (c *DeviceConfig) Defaults() {
 		if p.Poll == 0 {
 			p.Poll = c.Poll
 		}
-		if p.Heartbeat == 0 {
-			p.Heartbeat = c.Heartbeat
+		if p.Heartbeat == nil {
+			p.Heartbeat = ptr(c.Heartbeat)
 		}
 		if p.QoS == nil {
 			p.QoS = ptr(*c.QoS)

@@ -7,6 +7,8 @@ import "context"
 type Device struct {
 	Config DeviceConfig
 	Points []*Point
+	// AvailabilityTopic carries the device's retained "online"/"offline".
+	AvailabilityTopic string
 }
 
 // Name is the device's name ({device} in topics).
@@ -16,7 +18,8 @@ func (d *Device) Name() string { return d.Config.Name }
 type Point struct {
 	Config PointConfig
 	Device *Device
-	Index  int // position in Device.Points
+	Index  int    // position in Device.Points
+	Topic  string // the expanded topic its values are published on; writes arrive on Topic+"/set"
 }
 
 // Name is the point's name ({point} in topics).

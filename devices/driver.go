@@ -80,12 +80,19 @@ const (
 	// trust (a sensor that reports a warning flag, a value from a stale
 	// cache). It is published with "quality":"uncertain".
 	QualityUncertain
+	// QualityBad marks a value read successfully but outside the point's
+	// plausible range (`valid:`); it is published with "quality":"bad"
+	// and its value, so the wrong number can be seen. Drivers do not set it.
+	QualityBad
 )
 
-// String returns the name used in payloads: "good" or "uncertain".
+// String returns the name used in payloads: "good", "uncertain" or "bad".
 func (q Quality) String() string {
-	if q == QualityUncertain {
+	switch q {
+	case QualityUncertain:
 		return "uncertain"
+	case QualityBad:
+		return "bad"
 	}
 	return "good"
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -65,15 +66,37 @@ func (s *fakeSub) Subscribe(filter string, fn func(Message)) (func(), error) {
 	}, nil
 }
 
+// deliver calls every subscription whose filter matches m.Topic ('+'
+// matches one level).
 func (s *fakeSub) deliver(m Message) error {
 	s.mu.Lock()
-	fn := s.subs[m.Topic]
+	var fns []func(Message)
+	for f, fn := range s.subs {
+		if filterMatches(f, m.Topic) {
+			fns = append(fns, fn)
+		}
+	}
 	s.mu.Unlock()
-	if fn == nil {
+	if len(fns) == 0 {
 		return fmt.Errorf("no subscription for %s", m.Topic)
 	}
-	fn(m)
+	for _, fn := range fns {
+		fn(m)
+	}
 	return nil
+}
+
+func filterMatches(filter, topic string) bool {
+	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
+	if len(f) != len(t) {
+		return false
+	}
+	for i := range f {
+		if f[i] != "+" && f[i] != t[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *fakeSub) filters() []string {

@@ -3,10 +3,13 @@ package devices
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 
+	"go.bug.st/serial"
 	"go.bug.st/serial/enumerator"
 )
 
@@ -51,4 +54,23 @@ func matchUSB(want *USBConfig, p *enumerator.PortDetails) bool {
 	return strings.EqualFold(want.VID, p.VID) &&
 		strings.EqualFold(want.PID, p.PID) &&
 		(want.Serial == "" || want.Serial == p.SerialNumber)
+}
+
+// PortHint says what to check when a serial port cannot be opened, or ""
+// when err is not about the port.
+func PortHint(err error) string {
+	var pe *serial.PortError
+	code := serial.PortErrorCode(-1)
+	if errors.As(err, &pe) {
+		code = pe.Code()
+	}
+	switch {
+	case errors.Is(err, ErrPortNotFound), code == serial.PortNotFound:
+		return "is the adapter plugged in? `ls -l /dev/serial/by-id/` lists the names to use in port:"
+	case errors.Is(err, fs.ErrPermission), code == serial.PermissionDenied:
+		return "the gateway's user may not open the port: it needs group dialout (the unit has SupplementaryGroups=dialout; by hand: usermod -aG dialout USER)"
+	case errors.Is(err, syscall.EBUSY), code == serial.PortBusy:
+		return "another program holds the port (ModemManager or a serial console?)"
+	}
+	return ""
 }

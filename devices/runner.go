@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ type runner struct {
 	points     []*pointState // by Point.Index
 	groups     []pollGroup   // points by poll interval, shortest first
 	availTopic string
+	root       string // the device's topic root: {point} and what follows cut off
 	writes     chan writeReq
 
 	mu     sync.Mutex // guards avail and the states in points
@@ -45,6 +47,7 @@ type deviceCounters struct {
 	writes        atomic.Uint64
 	writeErrors   atomic.Uint64
 	writesDropped atomic.Uint64
+	implausible   atomic.Uint64
 	reconnects    atomic.Uint64
 	lastSample    atomic.Int64
 }
@@ -68,11 +71,18 @@ type pointState struct {
 	lastPub time.Time // when it was published (Set.now clock)
 	lastRaw any       // last raw value read (for write conversion)
 	bad     bool      // the last read failed
+	outside bool      // the last reading was outside the valid range
 }
 
 type writeReq struct {
 	ps  *pointState
 	msg Message
+	// reject, when set, is the answer: the request names a point that
+	// does not exist (ps is nil; name and topic say what was asked) or
+	// cannot be written.
+	reject error
+	name   string
+	topic  string // the point's topic; the result goes to topic + "/set/result"
 }
 
 // run is the device goroutine.
@@ -173,7 +183,11 @@ func (r *runner) servePoll(ctx context.Context, pc PollConn, wasOnline *bool) er
 		case <-ctx.Done():
 			return nil
 		case w := <-r.writes:
-			v, err := r.write(ctx, pc, w.ps, w.msg.Payload)
+			var v any
+			err := w.reject
+			if err == nil {
+				v, err = r.write(ctx, pc, w.ps, w.msg.Payload)
+			}
 			r.reply(ctx, w, v, err)
 			continue
 		case <-timer.C:
@@ -343,7 +357,11 @@ func (r *runner) setOffline(ctx context.Context, cause error) {
 		return
 	}
 	r.stats.online.Store(false)
-	r.log.Warn("device offline", "error", cause)
+	if hint := PortHint(cause); hint != "" && !strings.Contains(cause.Error(), hint) {
+		r.log.Warn("device offline", "error", cause, "hint", hint)
+	} else {
+		r.log.Warn("device offline", "error", cause)
+	}
 	r.publish(ctx, Message{Topic: r.availTopic, Payload: []byte("offline"), QoS: 1, Retain: true})
 }
 
@@ -376,11 +394,12 @@ func (r *runner) process(ctx context.Context, readings []Reading, force bool) {
 			r.pointBad(ctx, ps, ts, err)
 			continue
 		}
+		r.checkPlausible(ps, eng, rd)
 		r.mu.Lock()
 		ps.lastRaw = rd.Value
 		publish := force || !ps.fresh || ps.bad || rd.Quality != ps.lastQ ||
 			changedEnough(ps.last, eng, cfg) ||
-			(cfg.Heartbeat > 0 && now.Sub(ps.lastPub) >= cfg.Heartbeat)
+			(cfg.heartbeat() > 0 && now.Sub(ps.lastPub) >= cfg.heartbeat())
 		recovered := ps.bad
 		r.mu.Unlock()
 		if recovered {

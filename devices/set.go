@@ -110,10 +110,12 @@ func (s *Set) compile(dev *Device) (*runner, error) {
 	if !ok {
 		return nil, fmt.Errorf("topic %q has no {point} level", c.Topic)
 	}
+	r.root = root
 	r.availTopic = root + "/availability"
 	if err := checkTopic(r.availTopic); err != nil {
 		return nil, fmt.Errorf("availability topic: %w", err)
 	}
+	dev.AvailabilityTopic = r.availTopic
 	polls := map[time.Duration][]*Point{}
 	for _, p := range dev.Points {
 		pt, err := parseTemplate(p.Config.Topic)
@@ -124,6 +126,7 @@ func (s *Set) compile(dev *Device) (*runner, error) {
 		if err := checkTopic(topic); err != nil {
 			return nil, fmt.Errorf("point %s: %w", p.Name(), err)
 		}
+		p.Topic = topic
 		r.points = append(r.points, &pointState{
 			p:      p,
 			topic:  topic,
@@ -135,9 +138,8 @@ func (s *Set) compile(dev *Device) (*runner, error) {
 	for _, every := range slices.Sorted(maps.Keys(polls)) {
 		r.groups = append(r.groups, pollGroup{every: every, points: polls[every]})
 	}
-	if dev.Config.Port != "" && UnstablePortName(dev.Config.Port) {
-		r.log.Warn("port name depends on plug order; use /dev/serial/by-id/... or usb: {vid, pid, serial}", "port", dev.Config.Port)
-	}
+	// A port named by plug order (/dev/ttyUSBn) is a configuration
+	// warning: the gateway logs it once at start and at reload.
 	return r, nil
 }
 
@@ -162,16 +164,21 @@ func (s *Set) Run(ctx context.Context) error {
 	}()
 	if s.opts.Subscriber != nil {
 		for _, r := range s.runners {
+			// Every point answers on /set/result, a read-only one with
+			// an error; so does a name under the device's topic root
+			// that is no point.
 			for _, ps := range r.points {
-				if !ps.p.Config.Writable {
-					continue
-				}
 				u, err := s.opts.Subscriber.Subscribe(ps.topic+"/set", func(m Message) { r.enqueueWrite(ps, m) })
 				if err != nil {
 					return fmt.Errorf("devices: subscribe %s/set: %w", ps.topic, err)
 				}
 				unsubs = append(unsubs, u)
 			}
+			u, err := s.opts.Subscriber.Subscribe(r.root+"/+/set", r.enqueueUnknown)
+			if err != nil {
+				return fmt.Errorf("devices: subscribe %s/+/set: %w", r.root, err)
+			}
+			unsubs = append(unsubs, u)
 		}
 	}
 	var wg sync.WaitGroup
@@ -192,6 +199,7 @@ type Stats struct {
 	Writes        uint64 // write requests received
 	WriteErrors   uint64 // write requests answered with ok:false
 	WritesDropped uint64 // write requests dropped because the device queue was full
+	Implausible   uint64 // readings outside their point's valid range
 	Reconnects    uint64 // device reopen attempts after a failure
 	Online        int    // devices online now
 	Devices       []DeviceStats
@@ -210,6 +218,7 @@ type DeviceStats struct {
 	Writes        uint64
 	WriteErrors   uint64
 	WritesDropped uint64
+	Implausible   uint64
 	Reconnects    uint64
 	LastSample    time.Time // sample time of the last published value; zero if none
 }
@@ -230,6 +239,7 @@ func (s *Set) Stats() Stats {
 			Writes:        r.stats.writes.Load(),
 			WriteErrors:   r.stats.writeErrors.Load(),
 			WritesDropped: r.stats.writesDropped.Load(),
+			Implausible:   r.stats.implausible.Load(),
 			Reconnects:    r.stats.reconnects.Load(),
 		}
 		if ns := r.stats.lastSample.Load(); ns != 0 {
@@ -243,6 +253,7 @@ func (s *Set) Stats() Stats {
 		st.Writes += d.Writes
 		st.WriteErrors += d.WriteErrors
 		st.WritesDropped += d.WritesDropped
+		st.Implausible += d.Implausible
 		st.Reconnects += d.Reconnects
 		if d.Online {
 			st.Online++

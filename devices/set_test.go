@@ -106,9 +106,9 @@ func TestDeadbandHeartbeatPayloads(t *testing.T) {
 		drv.values["t"], drv.values["n"], drv.values["s"], drv.values["e"] = 20.0, int64(7), "on", int64(3)
 		h := start(t, drv, DeviceConfig{Name: "boiler", Driver: "fake", Topic: "home/{device}/{point}", Poll: time.Second,
 			Points: []PointConfig{
-				{Name: "t", Unit: "°C", Deadband: 0.5, Heartbeat: 10 * time.Second},
+				{Name: "t", Unit: "°C", Deadband: 0.5, Heartbeat: new(10 * time.Second)},
 				{Name: "n", Scale: f64(0.1), Offset: 1, DeadbandPercent: 10},
-				{Name: "s", Retain: new(true), QoS: iptr(0), Heartbeat: time.Hour},
+				{Name: "s", Retain: new(true), QoS: iptr(0), Heartbeat: new(time.Hour)},
 				{Name: "e"}, // neither deadband nor heartbeat: every reading
 			}})
 		first := h.pub.take()
@@ -324,7 +324,7 @@ func TestWriteBack(t *testing.T) {
 			{Name: "pump", Type: "bool", Writable: true},
 			{Name: "ro"},
 		}})
-		if diff := cmp.Diff([]string{"h/boiler/pump/set", "h/boiler/sp/set"}, h.sub.filters()); diff != "" {
+		if diff := cmp.Diff([]string{"h/boiler/+/set", "h/boiler/pump/set", "h/boiler/ro/set", "h/boiler/sp/set"}, h.sub.filters()); diff != "" {
 			t.Errorf("subscriptions (-want +got):\n%s", diff)
 		}
 		h.pub.take()
@@ -353,12 +353,16 @@ func TestWriteBack(t *testing.T) {
 		send(Message{Topic: "h/boiler/pump/set", Payload: []byte(`{"value":true}`)})
 		drv.set(func(d *fakeDriver) { d.writeErr = errors.New("exception 3") })
 		send(Message{Topic: "h/boiler/pump/set", Payload: []byte(`off`)})
+		send(Message{Topic: "h/boiler/ro/set", Payload: []byte(`2`)})
+		send(Message{Topic: "h/boiler/setpoint/set", Payload: []byte(`2`)})
 		want = []string{
 			`h/boiler/sp/set/result {"ok":false,"error":"81 is above the maximum 80"}`,
 			`h/boiler/sp/set/result {"ok":false,"error":"\"warm\" is not a number"}`,
 			`h/boiler/pump {"value":true,"ts":"` + h.at(0) + `"}`,
 			`h/boiler/pump/set/result {"ok":true,"value":true}`,
 			`h/boiler/pump/set/result {"ok":false,"error":"write: exception 3"}`,
+			`h/boiler/ro/set/result {"ok":false,"error":"point ro of device boiler is read-only (writable: true in its config allows writes)"}`,
+			`h/boiler/setpoint/set/result {"ok":false,"error":"device boiler has no point \"setpoint\" (points: sp, pump, ro)"}`,
 		}
 		if diff := cmp.Diff(want, lines(h.pub.take())); diff != "" {
 			t.Errorf("writes (-want +got):\n%s", diff)
@@ -367,7 +371,7 @@ func TestWriteBack(t *testing.T) {
 			t.Errorf("raw writes (-want +got):\n%s", diff)
 		}
 		st := h.set.Stats()
-		if st.Writes != 5 || st.WriteErrors != 3 {
+		if st.Writes != 7 || st.WriteErrors != 5 {
 			t.Errorf("write stats: %+v", st)
 		}
 		// Offline: writes are answered at once.
@@ -462,5 +466,29 @@ func TestStreamSilence(t *testing.T) {
 		if diff := cmp.Diff(want, lines(h.pub.take())); diff != "" {
 			t.Errorf("after the next line (-want +got):\n%s", diff)
 		}
+	})
+}
+
+// A point's `heartbeat: 0` turns the device's heartbeat off for that point
+// (issue 15: 0 used to mean "inherit"); a point without the key inherits.
+func TestPointHeartbeatZeroOverridesDevice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		drv := newFakeDriver()
+		drv.values["inherit"], drv.values["never"] = 1.0, 2.0
+		h := start(t, drv, DeviceConfig{Name: "d", Driver: "fake", Topic: "h/{device}/{point}", Poll: time.Second, Heartbeat: 5 * time.Second,
+			Points: []PointConfig{
+				{Name: "inherit", Deadband: 1},
+				{Name: "never", Deadband: 1, Heartbeat: new(time.Duration(0))},
+			}})
+		h.pub.take() // availability and the first readings
+		advance(12 * time.Second)
+		got := map[string]int{}
+		for _, l := range lines(h.pub.take()) {
+			got[strings.Fields(l)[0]]++
+		}
+		if diff := cmp.Diff(map[string]int{"h/d/inherit": 2}, got); diff != "" {
+			t.Errorf("publishes of unchanged values in 12s, device heartbeat 5s (-want +got):\n%s", diff)
+		}
+		h.stop()
 	})
 }

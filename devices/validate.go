@@ -253,8 +253,8 @@ func (v *validator) point(at string, raw, p *PointConfig, c *DeviceConfig) {
 	if raw.Poll < 0 && raw.Poll != c.Poll {
 		v.add(at+".poll", "must be positive, got %s", raw.Poll)
 	}
-	if raw.Heartbeat < 0 && raw.Heartbeat != c.Heartbeat {
-		v.add(at+".heartbeat", "must be 0 (never) or positive, got %s", raw.Heartbeat)
+	if raw.Heartbeat != nil && *raw.Heartbeat < 0 && *raw.Heartbeat != c.Heartbeat {
+		v.add(at+".heartbeat", "must be 0 (never) or positive, got %s", *raw.Heartbeat)
 	}
 	if raw.QoS != nil && (c.QoS == nil || *raw.QoS != *c.QoS) {
 		v.qos(at+".qos", raw.QoS)
@@ -276,6 +276,14 @@ func (v *validator) point(at string, raw, p *PointConfig, c *DeviceConfig) {
 	}
 	if !utf8.ValidString(p.Unit) {
 		v.add(at+".unit", "not valid UTF-8")
+	}
+	if r := p.Valid; r != nil {
+		switch {
+		case r.Min == nil && r.Max == nil:
+			v.add(at+".valid", "needs min, max or both, e.g. valid: {min: 0, max: 400}")
+		case r.Min != nil && r.Max != nil && !(*r.Min <= *r.Max):
+			v.add(at+".valid.max", "max (%g) is below min (%g)", *r.Max, *r.Min)
+		}
 	}
 }
 
@@ -359,6 +367,9 @@ func (v *validator) driverKeys(at string, raw, c *DeviceConfig) {
 			if p.Bit != nil {
 				not(pat+".bit", "bit", "modbus")
 			}
+		}
+		if p.Key != "" && (driver != "serial" || raw.Parse == nil || raw.Parse.Regex != "") {
+			v.add(pat+".key", "key is only valid for driver serial with parse: {kv: true} or {json: true} (a regex names its groups after the points)")
 		}
 		if driver != "sim" {
 			if p.Sim != "" {

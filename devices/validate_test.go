@@ -143,7 +143,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("device defaults: %+v", c)
 	}
 	a, b := c.Points[0], c.Points[1]
-	if a.Poll != time.Second || *a.QoS != 2 || *a.Retain || a.Topic != DefaultTopic || a.Heartbeat != time.Minute || a.Period != time.Minute {
+	if a.Poll != time.Second || *a.QoS != 2 || *a.Retain || a.Topic != DefaultTopic || *a.Heartbeat != time.Minute || a.Period != time.Minute {
 		t.Errorf("point a defaults: %+v", a)
 	}
 	if b.Poll != 3*time.Second || *b.QoS != 0 || b.Topic != "x/y" || *b.Value != 0 || *b.Step != 1 {

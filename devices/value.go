@@ -102,8 +102,16 @@ func asFloat(v any) (float64, bool) {
 // |Δ| ≥ deadband_percent·|last|/100 (every configured band must be
 // exceeded), other values any change, and the heartbeat re-publishes
 // unchanged values.
+// heartbeat is the point's heartbeat, 0 (never) when unset.
+func (c *PointConfig) heartbeat() time.Duration {
+	if c.Heartbeat == nil {
+		return 0
+	}
+	return *c.Heartbeat
+}
+
 func changedEnough(last, cur any, c *PointConfig) bool {
-	if last == nil || c.Deadband == 0 && c.DeadbandPercent == 0 && c.Heartbeat == 0 {
+	if last == nil || c.Deadband == 0 && c.DeadbandPercent == 0 && c.heartbeat() == 0 {
 		return true
 	}
 	lf, lok := asFloat(last)

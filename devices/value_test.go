@@ -238,15 +238,15 @@ func TestChangedEnough(t *testing.T) {
 		{nil, 1.0, PointConfig{}, true},
 		{1.0, 1.0, PointConfig{}, true}, // no deadband, no heartbeat: every reading
 		{"a", "a", PointConfig{}, true},
-		{1.0, 1.0, PointConfig{Heartbeat: time.Minute}, false},
-		{1.0, 1.1, PointConfig{Heartbeat: time.Minute}, true},
+		{1.0, 1.0, PointConfig{Heartbeat: new(time.Minute)}, false},
+		{1.0, 1.1, PointConfig{Heartbeat: new(time.Minute)}, true},
 		{1.0, 1.4, PointConfig{Deadband: 0.5}, false},
 		{1.0, 1.5, PointConfig{Deadband: 0.5}, true},
 		{100.0, 104.0, PointConfig{DeadbandPercent: 5}, false},
 		{100.0, 95.0, PointConfig{DeadbandPercent: 5}, true},
-		{int64(1), uint64(1), PointConfig{Heartbeat: time.Minute}, false},
+		{int64(1), uint64(1), PointConfig{Heartbeat: new(time.Minute)}, false},
 		{true, false, PointConfig{Deadband: 5}, true},
-		{"a", "a", PointConfig{Heartbeat: time.Minute}, false},
+		{"a", "a", PointConfig{Heartbeat: new(time.Minute)}, false},
 	}
 	for _, tt := range tests {
 		if got := changedEnough(tt.last, tt.cur, &tt.cfg); got != tt.want {

@@ -4,18 +4,46 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // enqueueWrite is the Subscriber callback of `<point topic>/set`. It never
 // blocks: a request that finds the device's queue full is dropped and
 // counted.
 func (r *runner) enqueueWrite(ps *pointState, m Message) {
+	w := writeReq{ps: ps, msg: m, name: ps.p.Name(), topic: ps.topic}
+	if !ps.p.Config.Writable {
+		w.reject = fmt.Errorf("point %s of device %s is read-only (writable: true in its config allows writes)", ps.p.Name(), r.dev.Name())
+	}
+	r.queueWrite(w)
+}
+
+// enqueueUnknown is the Subscriber callback of `<device topic root>/+/set`:
+// a request for a name that is no point of the device is answered with an
+// error listing the points. Requests for points are left to enqueueWrite.
+func (r *runner) enqueueUnknown(m Message) {
+	topic := strings.TrimSuffix(m.Topic, "/set")
+	for _, ps := range r.points {
+		if ps.topic == topic {
+			return
+		}
+	}
+	name := strings.TrimPrefix(topic, r.root+"/")
+	names := make([]string, len(r.points))
+	for i, ps := range r.points {
+		names[i] = ps.p.Name()
+	}
+	r.queueWrite(writeReq{msg: m, name: name, topic: topic,
+		reject: fmt.Errorf("device %s has no point %q (points: %s)", r.dev.Name(), name, strings.Join(names, ", "))})
+}
+
+func (r *runner) queueWrite(w writeReq) {
 	r.stats.writes.Add(1)
 	select {
-	case r.writes <- writeReq{ps: ps, msg: m}:
+	case r.writes <- w:
 	default:
 		r.stats.writesDropped.Add(1)
-		r.log.Warn("write request dropped: device queue full", "point", ps.p.Name())
+		r.log.Warn("write request dropped: device queue full", "point", w.name)
 	}
 }
 
@@ -72,15 +100,22 @@ func (r *runner) write(ctx context.Context, conn Conn, ps *pointState, payload [
 // and, when the request carried an MQTT 5 response topic, there too with
 // its correlation data.
 func (r *runner) reply(ctx context.Context, w writeReq, v any, err error) {
+	if w.reject != nil {
+		v, err = nil, w.reject
+	}
 	if err != nil {
 		r.stats.writeErrors.Add(1)
-		r.log.Info("write rejected", "point", w.ps.p.Name(), "error", err)
+		r.log.Warn("write rejected", "point", w.name, "topic", w.topic+"/set", "error", err)
 	} else {
-		r.log.Info("write done", "point", w.ps.p.Name(), "value", v)
+		r.log.Info("write done", "point", w.name, "value", v)
+	}
+	qos := byte(1)
+	if w.ps != nil {
+		qos = w.ps.qos
 	}
 	payload := resultPayload(v, err)
-	r.publish(ctx, Message{Topic: w.ps.topic + "/set/result", Payload: payload, QoS: w.ps.qos})
+	r.publish(ctx, Message{Topic: w.topic + "/set/result", Payload: payload, QoS: qos})
 	if w.msg.ResponseTopic != "" {
-		r.publish(ctx, Message{Topic: w.msg.ResponseTopic, Payload: payload, QoS: w.ps.qos, CorrelationData: w.msg.CorrelationData})
+		r.publish(ctx, Message{Topic: w.msg.ResponseTopic, Payload: payload, QoS: qos, CorrelationData: w.msg.CorrelationData})
 	}
 }

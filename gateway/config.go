@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"regexp"
@@ -29,7 +30,16 @@ type Config struct {
 	// Bridge is nil when the file has no `bridge:` section: the gateway then
 	// runs as a local broker with devices and stores nothing.
 	Bridge *bridge.Config `yaml:"bridge"`
+	// Integrations feed the device map to other systems (Home Assistant
+	// discovery); see homeassistant.go.
+	Integrations IntegrationsConfig `yaml:"integrations"`
+
+	warnings []Problem
 }
+
+// Warnings are the settings of a loaded file that are valid but almost
+// certainly wrong (see lint); `check` prints them and `run` logs them.
+func (c *Config) Warnings() []Problem { return c.warnings }
 
 // GatewayConfig is the `gateway:` section.
 type GatewayConfig struct {
@@ -67,7 +77,8 @@ type LogConfig struct {
 }
 
 // HTTPConfig is the ops endpoint: /healthz, /readyz, /metrics. Address
-// defaults to 127.0.0.1:9100; "off" disables it.
+// defaults to 127.0.0.1:9180 (not 9100: that is node_exporter's port);
+// "off" disables it.
 type HTTPConfig struct {
 	Address string `yaml:"address"`
 }
@@ -95,7 +106,7 @@ func (c *Config) Defaults() {
 		g.Log.Format = "text"
 	}
 	if g.HTTP.Address == "" {
-		g.HTTP.Address = "127.0.0.1:9100"
+		g.HTTP.Address = "127.0.0.1:9180"
 	}
 	if g.ShutdownTimeout == 0 {
 		g.ShutdownTimeout = 10 * time.Second
@@ -115,6 +126,7 @@ func (c *Config) Defaults() {
 	if c.Bridge != nil {
 		c.Bridge.Defaults()
 	}
+	c.Integrations.defaults()
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -166,6 +178,7 @@ func (c *Config) Validate(drivers map[string]devices.Driver) []Problem {
 	if c.Bridge != nil {
 		probs = append(probs, fieldProblems("bridge", c.Bridge.Validate())...)
 	}
+	probs = append(probs, c.integrationProblems(drivers)...)
 	return probs
 }
 
@@ -199,6 +212,8 @@ func fieldProblems(section string, err error) []Problem {
 
 func joinPath(section, rel string) string {
 	switch {
+	case section == "":
+		return rel
 	case rel == "":
 		return section
 	case strings.HasPrefix(rel, "["):
@@ -210,15 +225,34 @@ func joinPath(section, rel string) string {
 // Load reads, decodes, defaults and validates the configuration file. On
 // any problem it returns a *ConfigError listing all of them with their lines.
 func Load(path string, drivers map[string]devices.Driver) (*Config, error) {
+	return load(path, drivers, true)
+}
+
+// LoadForDoctor is Load without opening the *_file keys: doctor checks
+// them itself, for the service user, one line each.
+func LoadForDoctor(path string, drivers map[string]devices.Driver) (*Config, error) {
+	return load(path, drivers, false)
+}
+
+func load(path string, drivers map[string]devices.Driver, files bool) (*Config, error) {
 	data, err := os.ReadFile(path)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return nil, fmt.Errorf("read config: %w (the gateway runs as user %s under systemd: chgrp %s %s && chmod 0640 %s)", err, ServiceUser, ServiceUser, path, path)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("read config: %w (give the file with --config; the packaged one is %s)", err, DefaultConfigPath)
+	case err != nil:
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data, drivers)
+	return parseConfig(path, data, drivers, files)
 }
 
 // Parse is Load for configuration text already read; name is used in errors.
 func Parse(name string, data []byte, drivers map[string]devices.Driver) (*Config, error) {
+	return parseConfig(name, data, drivers, true)
+}
+
+func parseConfig(name string, data []byte, drivers map[string]devices.Driver, files bool) (*Config, error) {
 	var cfg Config
 	pos, probs := decodeStrict(data, &cfg)
 	if pos == nil { // not YAML at all
@@ -238,16 +272,27 @@ func Parse(name string, data []byte, drivers map[string]devices.Driver) (*Config
 	if keepForever {
 		cfg.Bridge.Buffer.MaxAge = 0
 	}
+	reported := map[string]bool{} // paths validation found a problem with
 	for _, p := range cfg.Validate(drivers) {
 		if bad[p.Path] {
 			continue
 		}
 		p.Line = pos.line(p.Path)
+		p.Msg = withHint(p.Msg)
+		reported[p.Path] = true
 		probs = append(probs, p)
+	}
+	if files {
+		for _, p := range fileProblems(pos) {
+			if !bad[p.Path] && !reported[p.Path] {
+				probs = append(probs, p)
+			}
+		}
 	}
 	if len(probs) > 0 {
 		sortProblems(probs)
 		return nil, &ConfigError{File: name, Problems: probs}
 	}
+	cfg.warnings = lint(&cfg, pos)
 	return &cfg, nil
 }

@@ -54,7 +54,12 @@ var doctorClockFloor = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 // wrong timestamps); and that the bridge upstream answers a TCP connection
 // and, for mqtts:// and wss://, completes a verified TLS handshake with the
 // configured CA and server name (warning when its certificate expires within
-// 30 days). It returns true when no check failed; warnings are allowed.
+// 30 days), then accepts an MQTT CONNECT with the configured credentials
+// (through bridge.Probe, with its own client id). It also reports whether
+// a running gateway holds the data directory (and its PID), whether every
+// *_file key is readable by the service user, and whether every Modbus TCP
+// endpoint accepts a connection. It returns true when no check failed;
+// warnings are allowed.
 //
 // cfg must have been loaded (defaulted and validated). Doctor touches the
 // network only to dial the upstream, bounded by its connect timeout and ctx.
@@ -97,12 +102,14 @@ type doctor struct {
 	synced  func() (bool, error)
 	roots   *x509.CertPool // nil: system roots (tests set a pool)
 	failed  bool
+	fails   int // checks failed so far
 	w       io.Writer
 }
 
 func (d *doctor) report(s checkStatus, check, format string, args ...any) {
 	if s == checkFail {
 		d.failed = true
+		d.fails++
 	}
 	fmt.Fprintf(d.w, "%-4s  %s: %s\n", s, check, fmt.Sprintf(format, args...))
 }
@@ -119,11 +126,18 @@ func (d *doctor) run(ctx context.Context, cfg *Config, w io.Writer) bool {
 		maxBytes = int64(cfg.Bridge.Buffer.MaxBytes)
 	}
 	d.dataDir(cfg.Gateway.DataDir, maxBytes)
+	d.dataDirLock(cfg.Gateway.DataDir)
+	d.secretFiles(cfg)
 	d.clock()
+	d.modbusTCP(ctx, cfg)
 	if cfg.Bridge == nil {
 		d.report(checkOK, "upstream", "no bridge section: nothing is forwarded")
 	} else {
+		before := d.fails
 		d.upstream(ctx, &cfg.Bridge.Upstream)
+		if d.fails == before { // reachable (and TLS verified): log in
+			d.upstreamMQTT(ctx, cfg)
+		}
 	}
 	return !d.failed
 }
@@ -393,6 +407,13 @@ func ClockSynchronized() (bool, error) {
 	return tx.Status&unix.STA_UNSYNC == 0, nil
 }
 
+func hintSuffix(h string) string {
+	if h == "" {
+		return ""
+	}
+	return ": " + h
+}
+
 // doctorUpstreamAddr returns host:port of the upstream URL and whether the
 // connection uses TLS.
 func doctorUpstreamAddr(raw string) (hostport, host string, useTLS bool, err error) {
@@ -444,7 +465,7 @@ func (d *doctor) upstream(ctx context.Context, up *bridge.UpstreamConfig) {
 	var dialer net.Dialer
 	conn, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		d.report(checkFail, "upstream", "%s: %v", addr, err)
+		d.report(checkFail, "upstream", "%s: %v%s", addr, err, hintSuffix(bridge.ConnectHint(err)))
 		return
 	}
 	defer conn.Close()
@@ -487,7 +508,7 @@ func (d *doctor) upstreamTLS(ctx context.Context, conn net.Conn, host string, tc
 	}
 	tconn := tls.Client(conn, conf)
 	if err := tconn.HandshakeContext(ctx); err != nil {
-		d.report(checkFail, check, "handshake with %s: %v", conf.ServerName, err)
+		d.report(checkFail, check, "handshake with %s: %v%s", conf.ServerName, err, hintSuffix(bridge.ConnectHint(fmt.Errorf("tls handshake: %w", err))))
 		return
 	}
 	certs := tconn.ConnectionState().PeerCertificates

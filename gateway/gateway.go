@@ -4,6 +4,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,8 +48,11 @@ type Gateway struct {
 	log     *slog.Logger
 	drivers map[string]devices.Driver
 
-	reloadMu sync.Mutex // serialises reloads
+	version string // see SetVersion
+
+	reloadMu sync.Mutex // serialises reloads, and reloads with the stop
 	clock    clockWatch
+	build    BuildInfo // set by SetBuild before Run
 
 	mu     sync.Mutex
 	ready  bool
@@ -57,13 +61,42 @@ type Gateway struct {
 	bridge *bridge.Bridge
 	devs   *devices.Set
 	devRun *devRunner
+	ha     *haRun // nil without Home Assistant discovery
 	http   *opsServer
+}
+
+// ComponentError is what Run returns when a component (broker, bridge,
+// buffer, devices, homeassistant, http) failed while the gateway was running: the gateway
+// logged it when it happened ("component failed; stopping"), stopped
+// everything and returns it so that the process exits non-zero (see
+// cmd/fieldgate: exit code 4) and systemd restarts it.
+type ComponentError struct {
+	Component string
+	Err       error
+}
+
+// Error names the component once: the packages prefix their own errors
+// ("broker: …"), and the log must not read "broker: broker: …".
+func (e *ComponentError) Error() string { return prefixed(e.Component, e.Err).Error() }
+func (e *ComponentError) Unwrap() error { return e.Err }
+
+// errStoppedEarly is the failure of a component whose Run returned nil
+// before it was asked to stop.
+var errStoppedEarly = errors.New("stopped on its own while the gateway was running")
+
+// report sends a component's failure to failed, unless the gateway is
+// already stopping for another one.
+func report(failed chan<- *ComponentError, name string, err error) {
+	select {
+	case failed <- &ComponentError{Component: name, Err: err}:
+	default:
+	}
 }
 
 // devRunner runs one devices.Set at a time; a reload swaps it without
 // touching the broker or the bridge.
 type devRunner struct {
-	failed chan<- error
+	failed chan<- *ComponentError
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -77,11 +110,10 @@ func (r *devRunner) start(set *devices.Set) {
 	r.mu.Unlock()
 	go func() {
 		defer close(done)
+		// A set without devices returns nil at once: only an error is a
+		// failure.
 		if err := set.Run(ctx); err != nil && ctx.Err() == nil {
-			select {
-			case r.failed <- fmt.Errorf("devices: %w", err):
-			default: // already stopping for another failure
-			}
+			report(r.failed, "devices", err)
 		}
 	}()
 }
@@ -146,12 +178,13 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 
 	b, err := broker.New(cfg.Broker, broker.Options{
+		Version: g.build.Version,
 		DataDir: dataDir,
 		Logger:  g.log,
 		Ingress: func(m *broker.Message) (broker.Stored, error) { return g.ingress(br, m) },
 	})
 	if err != nil {
-		return fmt.Errorf("broker: %w", err)
+		return prefixed("broker", err)
 	}
 	if cfg.Bridge != nil {
 		br, err = bridge.New(*cfg.Bridge, bridge.Options{
@@ -162,7 +195,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			DataDir: filepath.Join(dataDir, "bridge"),
 		})
 		if err != nil {
-			return fmt.Errorf("bridge: %w", err)
+			return prefixed("bridge", err)
 		}
 	}
 	g.clock.check(g.log)
@@ -201,16 +234,15 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	defer stopBridge()
 	defer stopOps()
 
-	failed := make(chan error, 5)
+	// A component that returns before its stage is stopped failed, with
+	// its error or errStoppedEarly.
+	failed := make(chan *ComponentError, 1)
 	start := func(name string, run func(context.Context) error, ctx context.Context) <-chan struct{} {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			if err := run(ctx); err != nil && ctx.Err() == nil {
-				select {
-				case failed <- fmt.Errorf("%s: %w", name, err):
-				default: // already stopping for another failure
-				}
+			if err := run(ctx); ctx.Err() == nil {
+				report(failed, name, cmp.Or(err, errStoppedEarly))
 			}
 		}()
 		return done
@@ -219,10 +251,10 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	brokerDone := start("broker", b.Run, brokerCtx)
 	select {
 	case <-b.Ready():
-	case err := <-failed:
+	case ce := <-failed:
 		stopBroker()
 		<-brokerDone
-		return err
+		return ce.Err // not started yet: a start-up failure, not a component failure
 	case <-ctx.Done():
 		stopBroker()
 		<-brokerDone
@@ -235,6 +267,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	g.devRun = &devRunner{failed: failed}
 	g.devRun.start(devs)
+	if err := g.startHA(cfg, devs.Devices(), b, failed); err != nil {
+		report(failed, "homeassistant", err)
+	}
 	if ops != nil {
 		opsDone = start("http", ops.Run, opsCtx)
 	}
@@ -256,18 +291,28 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		wg.Wait()
 	}()
 
-	var runErr error
+	var failure *ComponentError
 	select {
 	case <-ctx.Done():
-	case runErr = <-failed:
-		g.log.Error("stopping after failure", "err", runErr)
+	case failure = <-failed:
 	}
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	// Not ready, no more watchdog pings, then the ordered stop.
 	g.mu.Lock()
 	g.ready = false
 	g.mu.Unlock()
 	stopWatchdog()
+	var runErr error
+	if failure != nil {
+		g.log.Error("component failed; stopping", "component", failure.Component, "err", failure.Err)
+		runErr = failure
+	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 	<-watchdogDone
+	// Reload and stop exclude each other: a reload under way finishes
+	// (its device set is the one stopped below) and later ones find the
+	// gateway not ready and change nothing.
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
 
 	deadline := time.NewTimer(cfg.Gateway.ShutdownTimeout)
 	defer deadline.Stop()
@@ -286,6 +331,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			deadline.Reset(time.Second) // give the remaining stages a moment each
 		}
 	}
+	wait("homeassistant", nil, g.stopHA())
 	wait("devices", nil, g.devRun.stop())
 	wait("broker", stopBroker, brokerDone)
 	wait("bridge", stopBridge, bridgeDone)
@@ -309,7 +355,7 @@ func (g *Gateway) newDevices(cfg *Config, b *broker.Broker) (*devices.Set, error
 		ClockSynced: synced,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("devices: %w", err)
+		return nil, prefixed("devices", err)
 	}
 	return set, nil
 }
@@ -398,8 +444,9 @@ func lockDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder := lockHolder(f)
 		f.Close()
-		return nil, fmt.Errorf("data_dir %s is in use by another fieldgate process: %w", dir, err)
+		return nil, fmt.Errorf("data_dir %s is in use by another fieldgate process%s: %w", dir, holder, err)
 	}
 	return func() { f.Close() }, nil
 }

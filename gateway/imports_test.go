@@ -18,18 +18,21 @@ const module = "github.com/fieldgate/fieldgate"
 // never import each other).
 var allowed = map[string][]string{
 	"cmd/fieldgate":         {"gateway"},
-	"gateway":               {"internal/durable", "broker", "bridge", "buffer", "devices", "devices/modbus", "devices/serial", "devices/sim"},
+	"gateway":               {"internal/durable", "broker", "bridge", "buffer", "devices", "devices/modbus", "devices/serial", "devices/sim", "integrations/homeassistant"},
 	"broker":                {"internal/durable"},
 	"devices":               {},
 	"devices/modbus":        {"devices"},
 	"devices/serial":        {"devices"},
 	"devices/sim":           {"devices"},
-	"cmd/fieldgate-bench":   {"internal/crashfs"}, // drives the binary from outside
-	"cmd/fieldgate-package": {},                   // builds binaries and .debs
+	"cmd/fieldgate-bench":   {}, // drives the binary from outside
+	"cmd/fieldgate-package": {}, // builds binaries and .debs
 	"buffer":                {"internal/durable"},
 	"bridge":                {"buffer", "internal/durable"},
+	"bridge/sparkplug":      {}, // Sparkplug B encoding, standalone
 	"internal/crashfs":      {}, // a file system for power-cut tests
 	"internal/durable":      {}, // directory syncs, used by every store
+
+	"integrations/homeassistant": {"devices"},
 }
 
 // thirdParty says which package may use each third-party library.
@@ -65,6 +68,7 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		"broker may not import bridge",
 		"devices/sim may not import devices/modbus",
 		"devices may not use github.com/mochi-mqtt/server/v2",
+		"integrations/homeassistant may not import bridge",
 	}
 	for _, w := range want {
 		found := false

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	mUp              = desc("ready", "1 when listeners are bound and the store is open.")
+	mBuild           = desc("build_info", "Always 1; the labels identify the running binary.", "version", "commit", "date", "goversion")
 	mClients         = desc("broker_clients", "Network clients connected now.")
 	mClientsMax      = desc("broker_clients_maximum", "Most network clients connected at once.")
 	mSessions        = desc("broker_sessions", "Sessions known (connected and persistent).")
@@ -64,6 +66,7 @@ var (
 	mDevPublished  = desc("device_published_total", "Messages published for the device.", "device", "driver")
 	mDevWrites     = desc("device_writes_total", "Write requests received.", "device", "driver")
 	mDevWriteErrs  = desc("device_write_errors_total", "Write requests refused or failed.", "device", "driver")
+	mDevImplaus    = desc("device_implausible_readings_total", "Readings outside their point's valid range (published with quality bad).", "device", "driver")
 	mDevReconnects = desc("device_reconnects_total", "Reopen attempts after a failure.", "device", "driver")
 	mSerialLines   = desc("serial_lines_total", "Lines read from serial sensors, by result (parsed or the reason they were skipped).", "device", "result")
 	mDevLastSample = desc("device_last_sample_timestamp_seconds", "Sample time of the last published value.", "device", "driver")
@@ -78,6 +81,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	g.mu.Lock()
 	ready, b, q, br, devs := g.ready, g.broker, g.queue, g.bridge, g.devs
 	g.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(mBuild, prometheus.GaugeValue, 1, g.build.Version, g.build.Commit, g.build.Date, runtime.Version())
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
@@ -155,6 +159,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			counter(mDevPublished, float64(d.Published), l...)
 			counter(mDevWrites, float64(d.Writes), l...)
 			counter(mDevWriteErrs, float64(d.WriteErrors), l...)
+			counter(mDevImplaus, float64(d.Implausible), l...)
 			counter(mDevReconnects, float64(d.Reconnects), l...)
 			if !d.LastSample.IsZero() {
 				gauge(mDevLastSample, float64(d.LastSample.UnixMilli())/1000, l...)

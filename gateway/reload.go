@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 
 	"github.com/fieldgate/fieldgate/devices"
 )
@@ -29,33 +30,23 @@ func (g *Gateway) Reload(path string) error {
 		return errors.New("reload: the gateway is not running")
 	}
 
-	var restart []string
-	differs := func(name string, a, b any) {
-		if !reflect.DeepEqual(a, b) {
-			restart = append(restart, name)
-		}
-	}
-	differs("gateway", cur.Gateway, next.Gateway)
-	differs("broker.listeners", cur.Broker.Listeners, next.Broker.Listeners)
-	differs("broker.limits", cur.Broker.Limits, next.Broker.Limits)
-	differs("broker.sys_interval", cur.Broker.SysInterval, next.Broker.SysInterval)
-	switch {
-	case (cur.Bridge == nil) != (next.Bridge == nil):
-		restart = append(restart, "bridge")
-	case cur.Bridge != nil:
-		a, b := *cur.Bridge, *next.Bridge
-		a.Forward, a.Subscribe, b.Forward, b.Subscribe = nil, nil, nil, nil
-		differs("bridge (other than routes)", a, b)
+	changes, restart := reloadChanges(cur, next)
+	for _, w := range next.Warnings() {
+		g.log.Warn("config: " + w.String())
 	}
 
 	// Build everything that can fail before changing anything.
 	var set *devices.Set
-	if !reflect.DeepEqual(cur.Devices, next.Devices) {
+	if !reflect.DeepEqual(pollerView(cur.Devices), pollerView(next.Devices)) {
 		s, err := g.newDevices(next, b)
 		if err != nil {
 			return fmt.Errorf("reload: %w", err)
 		}
 		set = s
+	}
+	applyHA, haRestart, err := g.prepareHA(next)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
 	}
 	if err := b.SetAuth(next.Broker.Auth); err != nil {
 		return fmt.Errorf("reload: broker.auth: %w", err)
@@ -71,10 +62,16 @@ func (g *Gateway) Reload(path string) error {
 		bc.Forward, bc.Subscribe = next.Bridge.Forward, next.Bridge.Subscribe
 		applied.Bridge = &bc
 	}
+	applyHA()
+	if haRestart {
+		restart = append(restart, "integrations.homeassistant.enabled")
+	} else {
+		applied.Integrations = next.Integrations
+	}
+	applied.Devices = next.Devices // what the pollers ignore may differ even without a new set
 	if set != nil {
 		<-g.devRun.stop()
 		g.devRun.start(set)
-		applied.Devices = next.Devices
 		g.mu.Lock()
 		g.devs = set
 		g.mu.Unlock()
@@ -82,10 +79,14 @@ func (g *Gateway) Reload(path string) error {
 	g.mu.Lock()
 	g.cfg = &applied
 	g.mu.Unlock()
+	if len(changes) == 0 {
+		changes = []string{"nothing that a reload applies"}
+	}
 	if len(restart) > 0 {
-		g.log.Warn("configuration reloaded; some changes need a restart and were not applied", "sections", restart)
+		g.log.Warn("configuration reloaded; these keys need a restart and were not applied: "+strings.Join(restart, ", "),
+			"changes", strings.Join(changes, "; "))
 	} else {
-		g.log.Info("configuration reloaded", "devices", len(applied.Devices))
+		g.log.Info("configuration reloaded", "changes", strings.Join(changes, "; "))
 	}
 	return nil
 }

@@ -24,5 +24,9 @@ func Summary(cfg *Config) string {
 		fmt.Fprintf(&b, "bridge to %s: %d forward route(s), %d subscribe route(s), buffer %s\n",
 			cfg.Bridge.Upstream.URL, len(cfg.Bridge.Forward), len(cfg.Bridge.Subscribe), cfg.Bridge.Buffer.MaxBytes)
 	}
+	if haEnabled(cfg) {
+		ha := cfg.Integrations.HomeAssistant
+		fmt.Fprintf(&b, "Home Assistant discovery on the %s broker, prefix %s\n", ha.Broker, ha.DiscoveryPrefix)
+	}
 	return b.String()
 }

@@ -57,6 +57,18 @@ type positions struct {
 	lines map[string]int // path → line of the key (or the sequence item)
 	byKey map[lineKey]string
 	value map[int]string // line → path of a scalar value on that line
+	// scalars holds every scalar value by its path; nodes every scalar and
+	// collection by the line it starts on, in document order (outermost
+	// first), so a type error quoting a value finds its key.
+	scalars map[string]string
+	nodes   map[int][]posNode
+}
+
+// posNode is one YAML value node and its path.
+type posNode struct {
+	path  string
+	kind  yaml.Kind
+	value string
 }
 
 type lineKey struct {
@@ -65,7 +77,8 @@ type lineKey struct {
 }
 
 func indexPositions(root *yaml.Node) *positions {
-	p := &positions{lines: map[string]int{}, byKey: map[lineKey]string{}, value: map[int]string{}}
+	p := &positions{lines: map[string]int{}, byKey: map[lineKey]string{}, value: map[int]string{},
+		scalars: map[string]string{}, nodes: map[int][]posNode{}}
 	if root == nil {
 		return p
 	}
@@ -78,6 +91,7 @@ func indexPositions(root *yaml.Node) *positions {
 }
 
 func (p *positions) walk(n *yaml.Node, path string) {
+	p.nodes[n.Line] = append(p.nodes[n.Line], posNode{path: path, kind: n.Kind, value: n.Value})
 	switch n.Kind {
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -100,6 +114,9 @@ func (p *positions) walk(n *yaml.Node, path string) {
 		if _, seen := p.value[n.Line]; !seen {
 			p.value[n.Line] = path
 		}
+		if n.Kind == yaml.ScalarNode {
+			p.scalars[path] = n.Value
+		}
 	}
 }
 
@@ -120,7 +137,7 @@ func (p *positions) line(path string) int {
 }
 
 var (
-	unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
+	unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type (\S+)$`)
 	lineMsg      = regexp.MustCompile(`^line (\d+): (.*)$`)
 )
 
@@ -134,7 +151,7 @@ var (
 func decodeStrict(data []byte, out any) (*positions, []Problem) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, []Problem{syntaxProblem(err)}
+		return nil, []Problem{syntaxProblemAt(data, err)}
 	}
 	orig := indexPositions(&root)
 	var probs []Problem
@@ -179,13 +196,20 @@ func typeProblems(te *yaml.TypeError, cur, orig *positions) []Problem {
 		if m := unknownField.FindStringSubmatch(msg); m != nil {
 			line, _ := strconv.Atoi(m[1])
 			path := cur.byKey[lineKey{line, m[2]}]
-			probs = append(probs, Problem{Path: path, Line: orig.line(path), Msg: fmt.Sprintf("unknown key %q", m[2])})
+			msg := fmt.Sprintf("unknown key %q", m[2])
+			if k := didYouMean(m[2], m[3]); k != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", k)
+			}
+			probs = append(probs, Problem{Path: path, Line: orig.line(path), Msg: msg})
 			continue
 		}
 		if m := lineMsg.FindStringSubmatch(msg); m != nil {
 			line, _ := strconv.Atoi(m[1])
-			path := cur.value[line]
-			probs = append(probs, Problem{Path: path, Line: orig.line(path), Msg: m[2]})
+			path, plain, ok := plainType(m[2], line, cur)
+			if !ok {
+				path, plain = cur.value[line], m[2]
+			}
+			probs = append(probs, Problem{Path: path, Line: orig.line(path), Msg: plain})
 			continue
 		}
 		probs = append(probs, Problem{Msg: msg})

@@ -139,9 +139,18 @@ func build(ctx context.Context, o options, log io.Writer) ([]artifact, error) {
 
 // buildBinary cross-compiles a static, stripped, reproducible binary.
 func buildBinary(ctx context.Context, root, mainPkg, arch, version, dst string) error {
+	ldflags := "-s -w -X main.version=" + version
+	// The commit and its date (not the wall clock: the build stays
+	// reproducible), when the source is a git checkout.
+	if rev, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+		ldflags += " -X main.commit=" + strings.TrimSpace(string(rev))
+	}
+	if date, err := exec.CommandContext(ctx, "git", "-C", root, "log", "-1", "--format=%cI").Output(); err == nil && len(bytes.TrimSpace(date)) > 0 {
+		ldflags += " -X main.buildDate=" + strings.TrimSpace(string(date))
+	}
 	cmd := exec.CommandContext(ctx, "go", "build",
 		"-trimpath",
-		"-ldflags", "-s -w -X main.version="+version,
+		"-ldflags", ldflags,
 		"-o", dst, mainPkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)

@@ -245,7 +245,7 @@ func TestBinariesStatic(t *testing.T) {
 func TestVersionStamped(t *testing.T) {
 	arts := artifacts(t)
 	got := strings.TrimSpace(output(t, arts["amd64"].Binary, "version"))
-	if want := "fieldgate " + testVersion; got != want {
-		t.Errorf("fieldgate version = %q, want %q", got, want)
+	if want := "fieldgate " + testVersion + " (commit "; !strings.HasPrefix(got, want) || strings.Contains(got, "commit unknown") {
+		t.Errorf("fieldgate version = %q, want %q, the commit and the build date", got, want)
 	}
 }

@@ -77,6 +77,10 @@ func TestCheckExamples(t *testing.T) {
 			if !strings.Contains(out, "ok") {
 				t.Fatalf("no summary: %q", out)
 			}
+			// The first-run config is the one new users copy: no warnings.
+			if filepath.Base(f) == "demo.yaml" && strings.Contains(out, "warning:") {
+				t.Errorf("demo.yaml has warnings:\n%s", out)
+			}
 		})
 	}
 }

@@ -22,7 +22,7 @@ func TestDemoFirstRun(t *testing.T) {
 	upPort := freePort(t)
 	body := strings.NewReplacer(
 		"127.0.0.1:1883", "127.0.0.1:{{mqtt}}",
-		"127.0.0.1:9100", "127.0.0.1:{{http}}",
+		"127.0.0.1:9180", "127.0.0.1:{{http}}",
 		"127.0.0.1:1884", fmt.Sprintf("127.0.0.1:%d", upPort),
 		"./data", "{{data}}",
 	).Replace(string(raw))
@@ -84,7 +84,14 @@ func TestDemoFirstRun(t *testing.T) {
 		return metricValue(g.metrics(t), "fieldgate_buffer_messages") >= 5
 	})
 	// Start it: the backlog drains and readings arrive upstream.
+	if log := g.log.String(); !strings.Contains(log, `msg="upstream unreachable; buffering"`) || !strings.Contains(log, "retry_in=") {
+		t.Errorf("the absent upstream is not logged with the next retry delay:\n%s", log)
+	}
 	up := startMosquitto(t, upPort)
+	// The demo's backoff (1s..5s) reconnects within seconds, and says so.
+	eventually(t, 10*time.Second, "upstream connected in the log", func() bool {
+		return strings.Contains(g.log.String(), `msg="upstream connected"`)
+	})
 	upSub := startSub(t, "-h", "127.0.0.1", "-p", fmt.Sprint(up.port), "-q", "1", "-t", "sites/#")
 	eventually(t, 30*time.Second, "readings upstream", func() bool {
 		for _, l := range upSub.snapshot() {

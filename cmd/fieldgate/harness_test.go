@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -100,6 +101,8 @@ type gw struct {
 	log      *syncBuffer
 	done     chan struct{}
 	exitCode int
+	bin      string   // the binary; binPath when empty
+	env      []string // added to the environment
 }
 
 type syncBuffer struct {
@@ -150,8 +153,11 @@ func (g *gw) start() {
 	g.t.Helper()
 	g.log = &syncBuffer{}
 	g.done = make(chan struct{})
-	g.cmd = exec.Command(binPath, "run", "--config", g.config)
+	g.cmd = exec.Command(cmp.Or(g.bin, binPath), "run", "--config", g.config)
 	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
+	if g.env != nil {
+		g.cmd.Env = append(os.Environ(), g.env...)
+	}
 	if err := g.cmd.Start(); err != nil {
 		g.t.Fatal(err)
 	}

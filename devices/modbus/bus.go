@@ -203,7 +203,7 @@ func (b *bus) exec(c *call) result {
 	}
 	if now.Before(us.until) {
 		b.d.c.backoffs.Add(1)
-		return result{err: fmt.Errorf("unit %d: %w (last: %v)", c.unit, ErrUnitBackoff, us.last)}
+		return result{err: fmt.Errorf("%w (last: %v)", ErrUnitBackoff, us.last)}
 	}
 	var last error
 	sent := false
@@ -268,7 +268,7 @@ func (b *bus) exec(c *call) result {
 	if us.fails == 1 {
 		b.d.log.Warn("unit not answering; backing off", "bus", b.settings.key(), "unit", c.unit, "err", last)
 	}
-	return result{err: fmt.Errorf("unit %d: %w", c.unit, last), sent: sent}
+	return result{err: last, sent: sent}
 }
 
 // reopen opens the transport unless its backoff has not expired.

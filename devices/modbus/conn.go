@@ -117,6 +117,9 @@ func (c *Conn) do(ctx context.Context, req mb.ProtocolDataUnit) result {
 	if r.sent {
 		c.lastReq = time.Now()
 	}
+	if r.err != nil {
+		r.err = c.explain(req, r.err)
+	}
 	return r
 }
 
@@ -166,7 +169,7 @@ func (c *Conn) Poll(ctx context.Context, points []*devices.Point) ([]devices.Rea
 			}
 			rd := devices.Reading{Point: points[i], Time: r.at}
 			if r.err != nil {
-				rd.Err = fmt.Errorf("read %s %d+%d: %w", req.table, req.start, req.count, r.err)
+				rd.Err = r.err
 			} else {
 				rd.Value, rd.Err = decodePoint(req, pp, r.pdu.Data[1:])
 				if rd.Err != nil {
@@ -180,7 +183,7 @@ func (c *Conn) Poll(ctx context.Context, points []*devices.Point) ([]devices.Rea
 		}
 	}
 	if answered == 0 && failed > 0 {
-		return out, fmt.Errorf("device %s: %w", c.dev.Name(), linkErr)
+		return out, linkErr
 	}
 	return out, nil
 }
@@ -236,7 +239,7 @@ func (c *Conn) Write(ctx context.Context, p *devices.Point, v any) error {
 		}
 		r := c.do(ctx, mb.ProtocolDataUnit{FunctionCode: mb.FuncCodeReadHoldingRegisters, Data: u16s(uint16(addr), 1)})
 		if r.err != nil {
-			return fmt.Errorf("write %s: read register %d: %w", p.Name(), addr, r.err)
+			return fmt.Errorf("write %s: %w", p.Name(), r.err)
 		}
 		cur := uint16(r.pdu.Data[1])<<8 | uint16(r.pdu.Data[2])
 		req = mb.ProtocolDataUnit{FunctionCode: mb.FuncCodeWriteSingleRegister, Data: u16s(uint16(addr), codec.EncodeBit(cur, b))}

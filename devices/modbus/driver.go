@@ -55,7 +55,7 @@ func (e ExceptionError) Error() string {
 	if !ok {
 		name = "unknown exception"
 	}
-	return fmt.Sprintf("modbus exception %d (%s) on function %d", e.Code, name, e.Function)
+	return fmt.Sprintf("modbus exception %d (%s)", e.Code, name)
 }
 
 // Stats is a snapshot of the driver's counters (monotonic) and gauges.
@@ -140,10 +140,6 @@ func (d *Driver) Open(dev *devices.Device) (devices.Conn, error) {
 	c, err := newConn(d, dev, settings)
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", dev.Name(), err)
-	}
-	if settings.transport == "rtu" && dev.Config.USB == nil && devices.UnstablePortName(dev.Config.Port) {
-		d.log.Warn("serial port name depends on plug order; use /dev/serial/by-id/... or usb: {vid, pid, serial}",
-			"device", dev.Name(), "port", dev.Config.Port)
 	}
 	b, err := d.acquire(settings)
 	if err != nil {

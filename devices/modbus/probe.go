@@ -143,7 +143,31 @@ func Probe(ctx context.Context, opts ProbeOptions, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "  @%-5d %-8s %-9s %s%s\n", in.Register, in.Type, in.Order, val, note)
 	}
+	if opts.Expect == nil {
+		fmt.Fprintln(w, "give --expect <value> to get the point line to paste for the closest interpretation")
+		return nil
+	}
+	if best := list[0]; !math.IsInf(distance(best, *opts.Expect), 1) {
+		fmt.Fprintf(w, "point line to paste under the device's points: (closest: @%d %s %s = %v)\n", best.Register, best.Type, best.Order, best.Value)
+		fmt.Fprintf(w, "      %s\n", PointLine(opts.Table, best, opts.Count))
+	}
 	return nil
+}
+
+// PointLine is the YAML point entry that reads in like Probe did: the
+// table, address, type and (when not the default) order of in; a string
+// spans the registers probed.
+func PointLine(table string, in Interpretation, registers int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "- {name: value_%d, table: %s, address: %d, type: %s", in.Register, table, in.Register, in.Type)
+	if in.Order != "" && in.Order != "ABCD" && in.Order != "AB" && in.Order != "ABCDEFGH" {
+		fmt.Fprintf(&b, ", order: %s", in.Order)
+	}
+	if in.Type == "string" {
+		fmt.Fprintf(&b, ", length: %d", registers)
+	}
+	b.WriteString("}")
+	return b.String()
 }
 
 var probeOrders = map[int][]string{

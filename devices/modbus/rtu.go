@@ -184,7 +184,7 @@ func (t *rtuTransport) transact(ctx context.Context, unit byte, req *mb.Protocol
 			rto = time.Until(deadline)
 			if rto <= 0 {
 				t.stale = true
-				return nil, time.Time{}, fmt.Errorf("unit %d function %d: %w", unit, req.FunctionCode, ErrTimeout)
+				return nil, time.Time{}, fmt.Errorf("%w within %s", ErrTimeout, timeout)
 			}
 		} else {
 			rto = t.interChar

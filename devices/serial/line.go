@@ -93,7 +93,11 @@ func newParser(dev *devices.Device) (*parser, error) {
 	}
 	p := &parser{json: cfg.JSON, kv: cfg.KV, points: map[string]*devices.Point{}}
 	for _, pt := range dev.Points {
-		p.points[pt.Name()] = pt
+		key := pt.Config.Key
+		if key == "" {
+			key = pt.Name()
+		}
+		p.points[key] = pt
 	}
 	if cfg.Regex != "" {
 		re, err := regexp.Compile(cfg.Regex)
@@ -205,4 +209,28 @@ func jsonValue(v any) (any, bool) {
 		return x, true
 	}
 	return nil, false
+}
+
+// quoteLine shows a received line in a log message: escaped, cut after 60
+// bytes, between backquotes.
+func quoteLine(b []byte) string {
+	const max = 60
+	more := ""
+	if len(b) > max {
+		b, more = b[:max], "…"
+	}
+	q := strconv.Quote(string(b))
+	return "`" + q[1:len(q)-1] + more + "`"
+}
+
+// hint says what to check when no line matches.
+func (p *parser) hint() string {
+	switch {
+	case p.re != nil:
+		return "check parse.regex against it (named groups are point names)"
+	case p.json:
+		return "each line must be one JSON object whose keys are point names (or their key:)"
+	default:
+		return "kv lines are key=value pairs; keys are point names, or map one with key: on the point"
+	}
 }

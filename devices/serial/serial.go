@@ -16,6 +16,7 @@
 package serial
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -129,7 +130,17 @@ type conn struct {
 	parser *parser
 	stats  *counters
 	log    *slog.Logger
+
+	// Lines skipped in a row since the last parsed one, and the last of
+	// them (quoted); warned is set once the streak has been logged.
+	skipped int
+	last    string
+	warned  bool
 }
+
+// warnAfter is how many lines in a row must fail to parse before it is
+// logged at warn (once per streak).
+const warnAfter = 3
 
 // openPort resolves and opens the port with the device's line settings.
 func (c *conn) openPort() (serial.Port, string, error) {
@@ -167,8 +178,18 @@ func (c *conn) line(b []byte) map[*devices.Point]any {
 		var vals map[*devices.Point]any
 		if vals, err = c.parser.parse(s); err == nil {
 			c.stats.parsed.Add(1)
+			if c.warned {
+				c.log.Info("lines match the parser again", "skipped", c.skipped)
+			}
+			c.skipped, c.warned = 0, false
 			return vals
 		}
+	}
+	c.skipped++
+	c.last = quoteLine(bytes.TrimRight(b, "\r"))
+	if c.skipped >= warnAfter && !c.warned {
+		c.warned = true
+		c.log.Warn(c.noMatch())
 	}
 	switch err {
 	case errEmpty:
@@ -180,8 +201,13 @@ func (c *conn) line(b []byte) map[*devices.Point]any {
 	default:
 		c.stats.noMatch.Add(1)
 	}
-	c.log.Debug("line skipped", "reason", err, "length", len(b))
+	c.log.Debug("line skipped", "reason", err, "line", c.last)
 	return nil
+}
+
+// noMatch describes the current streak of skipped lines.
+func (c *conn) noMatch() string {
+	return fmt.Sprintf("%d lines received, none matched (last: %s): %s", c.skipped, c.last, c.parser.hint())
 }
 
 func (c *conn) framer() *framer {
@@ -300,7 +326,10 @@ func (p *pollConn) Poll(ctx context.Context, pts []*devices.Point) ([]devices.Re
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return nil, fmt.Errorf("%s: no parseable answer to %q within %s (%d attempts)", p.path, cfg.Request, cfg.Timeout, attempts)
+	if p.skipped > 0 {
+		return nil, fmt.Errorf("%s: no parseable answer to %q within %s (%d attempts): %s", p.path, cfg.Request, cfg.Timeout, attempts, p.noMatch())
+	}
+	return nil, fmt.Errorf("%s: no answer to %q within %s (%d attempts): check the wiring, baud and request", p.path, cfg.Request, cfg.Timeout, attempts)
 }
 
 // ask sends the request once and waits up to the timeout for a line that

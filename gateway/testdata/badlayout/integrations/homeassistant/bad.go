@@ -1,0 +1,6 @@
+package homeassistant
+
+import (
+	_ "github.com/fieldgate/fieldgate/bridge"
+	_ "github.com/fieldgate/fieldgate/devices"
+)
