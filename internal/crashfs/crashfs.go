@@ -50,8 +50,12 @@
 // rebuilds a fresh live tree from the durable state and mounts it again at
 // the same place.
 //
-// An FS is safe for concurrent use. It needs root (or fusermount) and
-// /dev/fuse.
+// An FS is safe for concurrent use. It needs root (it mounts with mount(2)
+// directly) and /dev/fuse. The process that serves the file system must not
+// map its files (badger does): a page fault on a FUSE file blocks a thread
+// the Go runtime cannot stop, its garbage collector then waits for that
+// thread while the request it waits for can no longer be served, and the
+// process hangs. Run what uses the file system in another process.
 package crashfs
 
 import (
