@@ -192,6 +192,19 @@ func TestPowerCut(t *testing.T) {
 	retPath := filepath.Join(dir, "retained")
 
 	g := startGW(t, dir, body)
+	// Every run's log, kept for the report of a failure: what each start
+	// dropped or repaired.
+	var runs strings.Builder
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		for _, l := range strings.Split(runs.String(), "\n") {
+			if strings.Contains(l, "level=ERROR") || strings.Contains(l, "drop") || strings.Contains(l, "rebuilt") {
+				t.Log(l)
+			}
+		}
+	}()
 	for cut := range cuts {
 		mode := []string{"absent", "present", "flapping"}[cut%3]
 		stopFlap := make(chan struct{})
@@ -232,6 +245,7 @@ func TestPowerCut(t *testing.T) {
 		// dies at the same moment.
 		c.Cut()
 		g.kill9()
+		runs.WriteString(g.log.String())
 		close(stopFlap)
 		flap.Wait()
 		for _, p := range pubs {
@@ -287,6 +301,19 @@ func TestPowerCut(t *testing.T) {
 	m := got()
 	for _, qos := range []int{1, 2} {
 		lost, reordered, dups := powerCount(acked[qos], m[qos])
+		if lost > 0 {
+			seen := map[int]bool{}
+			for _, n := range m[qos] {
+				seen[n] = true
+			}
+			var which []int
+			for _, n := range acked[qos] {
+				if !seen[n] && len(which) < 20 {
+					which = append(which, n)
+				}
+			}
+			t.Logf("QoS %d: lost (up to 20; seq/1000000 - 1 is the cut): %v", qos, which)
+		}
 		t.Logf("QoS %d: %d acknowledged, %d received upstream: %d acknowledged-but-lost, %d reordered, %d duplicated", qos, len(acked[qos]), len(m[qos]), lost, reordered, dups)
 		if lost > 0 || reordered > 0 {
 			t.Errorf("QoS %d: %d acknowledged messages lost, %d reordered (seed %d)", qos, lost, reordered, seed)
