@@ -7,9 +7,11 @@
 //
 // Behaviour notes for operators (where mochi or MQTT leave a choice):
 //
-//   - Delivery of QoS 1/2 messages is flow-controlled by back-pressure on
-//     publishers rather than by dropping (see limits.max_inflight and
-//     limits.delivery_wait, and the policy type for why mochi lost messages).
+//   - A client never holds more unacknowledged QoS 1/2 messages than
+//     min(its Receive Maximum, limits.max_inflight); the rest wait in its
+//     bounded queue, and publishers wait briefly for a full queue
+//     (limits.delivery_wait) before limits.when_queue_full applies (see
+//     delivery.go, and why mochi lost messages).
 //   - MQTT 3.1.1 clients never receive a DISCONNECT packet (the connection is
 //     closed instead), and a CONNECT with a bad protocol name or level that is
 //     not MQTT 5 is answered with CONNACK return code 0x01. An MQTT 5 CONNECT
@@ -161,7 +163,8 @@ type Stats struct {
 	AuthFailures        int64 // total CONNECTs refused for bad credentials
 	ACLDenied           int64 // total publishes, subscriptions or deliveries the ACL refused
 	DeliveryWaits       int64 // total publishes that waited for a slow subscriber
-	DeliveryWaitTimeout int64 // total waits that ran out after limits.delivery_wait
+	DeliveryWaitTimeout int64 // total subscribers given up after limits.delivery_wait (once until each catches up)
+	SlowDisconnects     int64 // total subscribers disconnected by limits.when_queue_full: disconnect
 }
 
 // Broker is the embedded MQTT broker. Create it with New, serve with Run
@@ -196,12 +199,11 @@ type Broker struct {
 	pubs    int
 	running bool
 
-	rooms   roomCache
-	flows   sync.Map // *mqtt.Client → *flow, for connected network clients
-	resends sync.Map // *mqtt.Client → *resendPlan, while a session is resumed
-	conns   sync.Map // net.Conn → *mqtt.Client, to drop the two maps' entries
+	rooms roomCache
+	flows sync.Map // *mqtt.Client → *flow, for connected network clients
+	conns sync.Map // net.Conn → *mqtt.Client, to drop the flows' entries
 
-	ingressRejected, authFailures, aclDenied, deliveryWaits, deliveryTimeouts atomic.Int64
+	ingressRejected, authFailures, aclDenied, deliveryWaits, deliveryTimeouts, slowDisconnects atomic.Int64
 }
 
 type inprocSub struct {
@@ -273,10 +275,11 @@ func (b *Broker) Run(ctx context.Context) error {
 
 	watch := newLoopWatch(b.log.Handler())
 	srv := mqtt.New(&mqtt.Options{
-		Capabilities:           b.capabilities(),
-		Logger:                 slog.New(watch),
-		SysTopicResendInterval: int64(b.cfg.SysInterval / time.Second),
-		InlineClient:           true,
+		Capabilities:             b.capabilities(),
+		Logger:                   slog.New(watch),
+		SysTopicResendInterval:   int64(b.cfg.SysInterval / time.Second),
+		InlineClient:             true,
+		ClientNetWriteBufferSize: writeBufferSize(),
 	})
 	if b.version != "" {
 		srv.Info.Version = b.version
@@ -381,10 +384,7 @@ func (b *Broker) Run(ctx context.Context) error {
 func (b *Broker) connDone(c net.Conn) {
 	if cl, ok := b.conns.LoadAndDelete(c); ok {
 		b.closeLine(cl.(*mqtt.Client))
-		if f, ok := b.flows.LoadAndDelete(cl); ok {
-			f.(*flow).signal()
-		}
-		b.resends.Delete(cl)
+		b.endFlow(cl.(*mqtt.Client))
 	}
 }
 
@@ -394,12 +394,12 @@ func (b *Broker) capabilities() *mqtt.Capabilities {
 	c.MaximumClients = int64(l.MaxClients)
 	c.MaximumPacketSize = uint32(l.MaxPacketSize)
 	c.ReceiveMaximum = uint16(l.ReceiveMaximum)
-	// The policy hook holds publishers back at MaxInflight per subscriber,
-	// but several publishers can pass its check at the same moment; mochi's
-	// own limits, where it drops, get headroom so that such an overshoot is
-	// delivered instead of dropped.
-	c.MaximumInflight = uint16(min(2*l.MaxInflight, math.MaxUint16))
+	// A QoS 1/2 message gets its packet id, in mochi's in-flight map, when
+	// it is queued (see delivery.go): the map holds the window, the write
+	// queue and the one message the write loop holds, and mochi drops only
+	// beyond that (or for an offline session that holds that many).
 	c.MaximumClientWritesPending = int32(l.MaxQueuedMessages + l.MaxInflight)
+	c.MaximumInflight = uint16(min(l.MaxInflight+int(c.MaximumClientWritesPending)+1, math.MaxUint16))
 	c.MaximumSessionExpiryInterval = uint32(*l.MaxSessionExpiry / time.Second)
 	c.MaximumMessageExpiryInterval = int64(l.MaxMessageExpiry / time.Second)
 	c.TopicAliasMaximum = uint16(*l.TopicAliasMaximum)
@@ -437,9 +437,10 @@ func (b *Broker) SetAuth(a AuthConfig) error {
 // then to matching subscribers, retained if m.Retain. m.Origin names the
 // publisher ("devices", "bridge"; default "local") and is delivered as
 // InProcessPrefix+name. It returns once the message is queued to every
-// subscriber (in-process subscribers have run); QoS 1/2 may wait for slow
-// subscribers as a network publish does (limits.delivery_wait). ctx is
-// checked before publishing; a publish that has started runs to completion.
+// subscriber (in-process subscribers have run); it may wait for a
+// subscriber whose queue is full as a network publish does, at most
+// limits.delivery_wait. ctx is checked before publishing; a publish that
+// has started runs to completion.
 func (b *Broker) Publish(ctx context.Context, m Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -593,6 +594,7 @@ func (b *Broker) Stats() Stats {
 		ACLDenied:           b.aclDenied.Load(),
 		DeliveryWaits:       b.deliveryWaits.Load(),
 		DeliveryWaitTimeout: b.deliveryTimeouts.Load(),
+		SlowDisconnects:     b.slowDisconnects.Load(),
 	}
 	srv := b.srv.Load()
 	if srv == nil {

@@ -22,6 +22,12 @@ const (
 	ListenerWebsocket = "websocket"
 )
 
+// Values of LimitsConfig.WhenQueueFull.
+const (
+	QueueFullDrop       = "drop"
+	QueueFullDisconnect = "disconnect"
+)
+
 // Config is the `broker:` section of the configuration file. Call Defaults
 // before Validate; New does both on its own copy.
 type Config struct {
@@ -118,19 +124,21 @@ type LimitsConfig struct {
 	// broker accepts from one client (announced to MQTT 5 clients).
 	// 1..65535, default 256.
 	ReceiveMaximum int `yaml:"receive_maximum"`
-	// MaxInflight is the number of QoS 1/2 messages the broker holds for one
-	// client, sent but unacknowledged or queued for an offline persistent
-	// session. When a connected subscriber reaches it (or its own receive
-	// maximum) publishers wait, up to DeliveryWait, instead of messages
-	// being dropped. The point where messages are actually dropped lies at
-	// twice this, so publishers that pass the check together overshoot
-	// without loss (an offline persistent session may hold up to twice
-	// this too). 1..65535, default 1024.
+	// MaxInflight caps the number of QoS 1/2 messages sent to one client and
+	// not yet acknowledged; a client's own Receive Maximum (MQTT 5) lowers
+	// it for that client. The broker never has more than min(Receive
+	// Maximum, MaxInflight) unacknowledged QoS 1/2 PUBLISH packets towards a
+	// client, whoever published them; what does not fit waits in the
+	// client's queue (MaxQueuedMessages) and leaves in order as
+	// acknowledgements come back. 1..65535, default 1024.
 	MaxInflight int `yaml:"max_inflight"`
-	// MaxQueuedMessages is the depth of a client's outbound write queue (all
-	// QoS): publishers wait, up to DeliveryWait, while it is this full; a
-	// message that still finds it full is dropped and counted (the queue
-	// gets MaxInflight slots of headroom on top). Must be at least
+	// MaxQueuedMessages is the depth of a client's outbound queue (all QoS):
+	// messages waiting for the connection or, for QoS 1/2, for room under
+	// the client's in-flight limit. While it holds this many, publishers
+	// wait, up to DeliveryWait; then WhenQueueFull applies (the queue has
+	// MaxInflight slots of headroom on top for publishers that pass the
+	// check at the same moment). An offline persistent session holds up to
+	// MaxQueuedMessages + 2×MaxInflight QoS 1/2 messages. Must be at least
 	// MaxInflight. Default 2×MaxInflight.
 	MaxQueuedMessages int `yaml:"max_queued_messages"`
 	// MaxKeepalive is the largest keepalive granted to MQTT 5 clients; one
@@ -151,12 +159,19 @@ type LimitsConfig struct {
 	// used towards an MQTT 5 client. 0..65535; nil (key absent): 64; 0
 	// turns topic aliases off.
 	TopicAliasMaximum *int `yaml:"topic_alias_maximum"`
-	// DeliveryWait is how long a publish may wait for a slow subscriber to
-	// make room (in flight, see MaxInflight, or in its write queue, see
-	// MaxQueuedMessages) before it is delivered anyway, where the
-	// slow subscriber may then drop it (counted in Stats.Dropped). Default
-	// 30s.
-	DeliveryWait time.Duration `yaml:"delivery_wait"`
+	// DeliveryWait is how long a publish may wait for a subscriber whose
+	// queue is full (see MaxQueuedMessages) before WhenQueueFull applies to
+	// that subscriber; publishers then stop waiting for it until its queue
+	// has emptied, so a stuck subscriber costs each publisher at most one
+	// such wait. nil (key absent): 1s; 0: never wait. At most 1m.
+	DeliveryWait *time.Duration `yaml:"delivery_wait"`
+	// WhenQueueFull is what happens to a subscriber that kept its queue full
+	// for DeliveryWait: "drop" (default) — it loses the messages that do
+	// not fit, counted in Stats.MessagesDropped and logged once when it
+	// starts and once when it has caught up; "disconnect" — its connection
+	// is closed (MQTT 5: DISCONNECT 0x97, quota exceeded), and a persistent
+	// session keeps its QoS 1/2 messages for the next connection.
+	WhenQueueFull string `yaml:"when_queue_full"`
 }
 
 // Defaults fills every unset field with its documented default, in place.
@@ -190,7 +205,12 @@ func (c *Config) Defaults() {
 	if l.TopicAliasMaximum == nil {
 		l.TopicAliasMaximum = new(64)
 	}
-	setDur(&l.DeliveryWait, 30*time.Second)
+	if l.DeliveryWait == nil {
+		l.DeliveryWait = new(time.Second)
+	}
+	if l.WhenQueueFull == "" {
+		l.WhenQueueFull = QueueFullDrop
+	}
 }
 
 // FieldError is one configuration problem; Path is relative to `broker:`.
@@ -409,8 +429,13 @@ func (l *LimitsConfig) validate(prefix string) []error {
 		wholeSeconds("max_session_expiry", *l.MaxSessionExpiry, 0, math.MaxUint32*time.Second)
 	}
 	wholeSeconds("max_message_expiry", l.MaxMessageExpiry, 0, math.MaxUint32*time.Second)
-	if l.DeliveryWait <= 0 {
-		add("delivery_wait", "must be positive (got %s)", l.DeliveryWait)
+	if l.DeliveryWait != nil && (*l.DeliveryWait < 0 || *l.DeliveryWait > time.Minute) {
+		add("delivery_wait", "must be between 0s and 1m (got %s)", *l.DeliveryWait)
+	}
+	switch l.WhenQueueFull {
+	case QueueFullDrop, QueueFullDisconnect:
+	default:
+		add("when_queue_full", "must be %s or %s (got %q)", QueueFullDrop, QueueFullDisconnect, l.WhenQueueFull)
 	}
 	return errs
 }

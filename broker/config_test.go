@@ -22,13 +22,26 @@ func TestDefaults(t *testing.T) {
 		SysInterval: 10 * time.Second,
 		Limits: LimitsConfig{MaxClients: 1000, MaxPacketSize: 256 << 10, ReceiveMaximum: 256, MaxInflight: 1024,
 			MaxQueuedMessages: 2048, MaxKeepalive: 5 * time.Minute, MaxSessionExpiry: new(168 * time.Hour),
-			TopicAliasMaximum: new(64), DeliveryWait: 30 * time.Second},
+			TopicAliasMaximum: new(64), DeliveryWait: new(time.Second), WhenQueueFull: "drop"},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Fatalf("Defaults (-want +got):\n%s", diff)
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
+	}
+}
+
+// An explicit delivery_wait of 0 (never wait for a full queue) is kept;
+// only an absent one gets the default.
+func TestDefaultsKeepExplicitZeroDeliveryWait(t *testing.T) {
+	c := Config{Limits: LimitsConfig{DeliveryWait: durationOf(0), WhenQueueFull: QueueFullDisconnect}}
+	c.Defaults()
+	if *c.Limits.DeliveryWait != 0 || c.Limits.WhenQueueFull != QueueFullDisconnect {
+		t.Fatalf("Defaults changed delivery_wait 0 to %s, when_queue_full to %q", *c.Limits.DeliveryWait, c.Limits.WhenQueueFull)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -58,6 +71,8 @@ func TestValidateReportsEveryProblemWithPath(t *testing.T) {
 	c.Limits.MaxInflight = 70000
 	c.Limits.ReceiveMaximum = -1
 	c.Limits.MaxKeepalive = 100000 * time.Second
+	c.Limits.DeliveryWait = durationOf(-time.Second)
+	c.Limits.WhenQueueFull = "block"
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("Validate accepted a broken config")
@@ -81,6 +96,7 @@ func TestValidateReportsEveryProblemWithPath(t *testing.T) {
 		"auth.acl[1].username",
 		"auth.acl[2]",
 		"limits.receive_maximum", "limits.max_inflight", "limits.max_queued_messages", "limits.max_keepalive",
+		"limits.delivery_wait", "limits.when_queue_full",
 		"sys_interval",
 	}
 	if diff := cmp.Diff(want, paths); diff != "" {

@@ -56,6 +56,12 @@ type batchConn struct {
 	late   *time.Timer // writes held bytes maxHold after the first was held
 
 	armed atomic.Int64 // deadline set on Conn (unix ns); 0 none, -1 unknown
+
+	// While discarding is set (mochi resends a resumed session, see
+	// delivery.go), PUBLISH packets with DUP set are cut out of writes;
+	// dropped and droppedBytes count them.
+	discarding            atomic.Bool
+	dropped, droppedBytes atomic.Int64
 }
 
 const (
@@ -146,7 +152,68 @@ func isAck(p []byte) bool {
 	return len(p) >= 4 && p[0]>>4 >= 4 && p[0]>>4 <= 7 && p[1] < 0x80 && len(p) == 2+int(p[1])
 }
 
+// discardResent starts (on) or ends dropping resent PUBLISH packets (see
+// batchConn.discarding); ending it returns how many packets and bytes were
+// dropped.
+func (c *batchConn) discardResent(on bool) (packets, bytes int64) {
+	c.discarding.Store(on)
+	if on {
+		return 0, 0
+	}
+	return c.dropped.Swap(0), c.droppedBytes.Swap(0)
+}
+
+// withoutResent returns p without the PUBLISH packets with DUP set that it
+// holds. mochi writes whole packets, one or several at a time.
+func (c *batchConn) withoutResent(p []byte) []byte {
+	var kept []byte
+	start := 0 // of the bytes not yet copied to kept
+	for i := 0; i < len(p); {
+		n, size := 0, 0
+		for j := 1; j <= 4 && i+j < len(p); j++ {
+			n |= int(p[i+j]&0x7f) << (7 * (j - 1))
+			if p[i+j]&0x80 == 0 {
+				size = 1 + j + n
+				break
+			}
+		}
+		if size == 0 || i+size > len(p) {
+			break // not a whole packet: leave the rest as it is
+		}
+		if p[i]>>4 == 3 && p[i]&0x08 != 0 {
+			if kept == nil {
+				kept = make([]byte, 0, len(p)-size)
+			}
+			kept = append(kept, p[start:i]...)
+			start = i + size
+			c.dropped.Add(1)
+			c.droppedBytes.Add(int64(size))
+		}
+		i += size
+	}
+	if kept == nil {
+		return p
+	}
+	return append(kept, p[start:]...)
+}
+
 func (c *batchConn) Write(p []byte) (int, error) {
+	if c.discarding.Load() {
+		kept := c.withoutResent(p)
+		if len(kept) == len(p) {
+			return c.write(p)
+		}
+		if len(kept) > 0 {
+			if _, err := c.write(kept); err != nil {
+				return 0, err
+			}
+		}
+		return len(p), nil
+	}
+	return c.write(p)
+}
+
+func (c *batchConn) write(p []byte) (int, error) {
 	if isAck(p) {
 		c.mu.Lock()
 		if c.err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -222,7 +223,7 @@ func TestRoomPlanFollowsSubscriptions(t *testing.T) {
 	srv := r.srv.Load()
 	plan := func() string {
 		p := r.rooms.plan(srv, "room/x")
-		return fmt.Sprint(p.clients, p.groups)
+		return fmt.Sprint(p.queues, p.queueGroups)
 	}
 	if got := plan(); got != "[] []" {
 		t.Fatalf("plan before any subscription: %s", got)
@@ -245,17 +246,23 @@ func TestRoomCache(t *testing.T) {
 	srv.Topics.Subscribe("s2", packets.Subscription{Filter: "$share/g/t/+", Qos: 0})
 	show := func() string {
 		p := c.plan(srv, "t/x")
-		return fmt.Sprint(p.clients, p.groups)
+		q := slices.Sorted(slices.Values(p.queues))
+		var g [][]string
+		for _, ids := range p.queueGroups {
+			g = append(g, slices.Sorted(slices.Values(ids)))
+		}
+		return fmt.Sprint(q, g)
 	}
-	if got := show(); got != "[a] [[s1]]" {
-		t.Fatalf("plan %s, want [a] [[s1]] (QoS 0 subscribers are not waited for)", got)
+	want := "[a zero] [[s1 s2]]" // every subscriber's queue is waited for, whatever its QoS
+	if got := show(); got != want {
+		t.Fatalf("plan %s, want %s", got, want)
 	}
 	srv.Topics.Subscribe("b", packets.Subscription{Filter: "t/x", Qos: 1})
-	if got := show(); got != "[a] [[s1]]" {
+	if got := show(); got != want {
 		t.Fatalf("plan %s: cached until invalidated", got)
 	}
 	c.invalidate()
-	if got := show(); got != "[a b] [[s1]]" && got != "[b a] [[s1]]" {
-		t.Fatalf("plan %s after invalidate, want a and b", got)
+	if got := show(); got != "[a b zero] [[s1 s2]]" {
+		t.Fatalf("plan %s after invalidate, want a, b and zero", got)
 	}
 }

@@ -267,10 +267,7 @@ type ackHolder interface {
 func (b *Broker) deliverIngested(h *policy, cl *mqtt.Client, pk *packets.Packet) {
 	srv := b.srv.Load()
 	plan := b.rooms.plan(srv, pk.TopicName)
-	if pk.FixedHeader.Qos > 0 {
-		h.waitForRoomPlan(cl, plan)
-	}
-	h.waitForQueues(cl, plan, pk.FixedHeader.Qos)
+	h.waitForQueues(cl, plan)
 	if !cl.Closed() && (pk.FixedHeader.Retain || pk.FixedHeader.Qos == 2) {
 		err := srv.InjectPacket(cl, *pk)
 		if err == nil {

@@ -478,7 +478,7 @@ func TestDeliveryAsyncIngress(t *testing.T) {
 		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
 			gc := newGroupCommit()
 			defer gc.close()
-			b, _ := startAsync(t, anonCfg(), gc.ingress)
+			b, _ := startAsync(t, loadCfg(), gc.ingress)
 			addr := b.Addrs()[0].String()
 			var (
 				mu    sync.Mutex

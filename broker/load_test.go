@@ -197,6 +197,18 @@ func publishConcurrently(t *testing.T, addr string, publishers, perPublisher, wi
 	}
 }
 
+// loadCfg is anonCfg for the load tests, with a longer delivery_wait: under
+// -race on a shared machine the broker runs tens of times slower than a
+// release build, and a subscriber that keeps up as fast as that allows can
+// take fewer than max_queued_messages/16 messages in the default 1s. These
+// tests are about pacing publishers, not about giving up on a subscriber
+// (fieldgate-bench checks the defaults at full speed).
+func loadCfg() Config {
+	cfg := anonCfg()
+	cfg.Limits.DeliveryWait = durationOf(10 * time.Second)
+	return cfg
+}
+
 // TestDeliveryAllQoS is the regression test for lost QoS 1/2 messages: four
 // publishers send 10,000 messages each with 100 in flight; one subscriber
 // with Receive Maximum 100 (the case mochi's deferred sending broke) must
@@ -205,7 +217,7 @@ func TestDeliveryAllQoS(t *testing.T) {
 	const publishers, perPublisher, window = 4, 10000, 100
 	for _, qos := range []byte{1, 2} {
 		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
-			r := start(t, anonCfg(), t.TempDir(), nil)
+			r := start(t, loadCfg(), t.TempDir(), nil)
 			addr := r.addr(0)
 			var (
 				mu   sync.Mutex
@@ -242,37 +254,6 @@ func TestDeliveryAllQoS(t *testing.T) {
 				t.Errorf("Stats.MessagesDropped = %d, want 0", st.MessagesDropped)
 			}
 		})
-	}
-}
-
-// A subscriber that stops acknowledging slows publishers for at most
-// limits.delivery_wait once; then they stop waiting for it, and other
-// subscribers still get everything.
-func TestStalledSubscriberDoesNotBlockPublishers(t *testing.T) {
-	cfg := anonCfg()
-	cfg.Limits.DeliveryWait = 50 * time.Millisecond
-	r := start(t, cfg, t.TempDir(), nil)
-	stuck := dialRawClient(t, r.addr(0), "stuck", 2)
-	body := append([]byte{0, 1, 0}, mqttString("s/#")...)
-	stuck.send(packet(0x82, append(body, 1)), true) // subscribe, then never read or acknowledge
-
-	healthy := make(chan []byte, 100)
-	good := dialRawClient(t, r.addr(0), "good", 100)
-	good.subscribe(t, "s/#", 1, func(p []byte) { healthy <- append([]byte(nil), p...) })
-	waitFor(t, "both subscriptions", func() bool { return len(r.srv.Load().Topics.Subscribers("s/x").Subscriptions) == 2 })
-
-	pub := dialRawClient(t, r.addr(0), "pub", 100)
-	const n = 20
-	if err := pub.publishAll(t, "s/x", 1, n, 1, func(i int) []byte { return []byte{byte(i)} }); err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		if p := <-healthy; p[0] != byte(i) {
-			t.Fatalf("healthy subscriber got %d, want %d", p[0], i)
-		}
-	}
-	if st := r.Stats(); st.DeliveryWaitTimeout != 1 {
-		t.Fatalf("DeliveryWaitTimeout = %d, want 1 (publishers stop waiting for a stalled subscriber)", st.DeliveryWaitTimeout)
 	}
 }
 
@@ -381,11 +362,15 @@ func TestStalledQueueDoesNotBlockPublishers(t *testing.T) {
 	}
 }
 
-// TestOutboundQueue: the write queue the waits read is mochi's, found in
-// this version of mochi, with the capacity the limits give it.
-func TestOutboundQueue(t *testing.T) {
+// TestMochiInternals: the fields of mochi that mochi.go reaches are found
+// in this version of mochi, and the write queue the waits read is the
+// client's, with the capacity the limits give it.
+func TestMochiInternals(t *testing.T) {
 	if !outboundOK {
 		t.Fatal("mochi's ClientState has no outbound queue of type chan *packets.Packet: write-queue back-pressure is off")
+	}
+	if !outbufOK {
+		t.Fatal("mochi's ClientConnection has no outbuf of type *bytes.Buffer: write coalescing is off")
 	}
 	cfg := anonCfg()
 	cfg.Limits.MaxInflight, cfg.Limits.MaxQueuedMessages = 16, 40
@@ -432,7 +417,7 @@ func TestSharedGroupSkipsFullMember(t *testing.T) {
 func stuckAndGood(t *testing.T, wait time.Duration, filter string) (r *running, good func() int) {
 	t.Helper()
 	cfg := anonCfg()
-	cfg.Limits.DeliveryWait = wait
+	cfg.Limits.DeliveryWait = &wait
 	cfg.Limits.MaxInflight, cfg.Limits.MaxQueuedMessages = 16, 32
 	r = start(t, cfg, t.TempDir(), nil)
 	stuck := dialRawClient(t, r.addr(0), "stuck", 100)

@@ -145,3 +145,5 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 var errTest = errors.New("test")
+
+func durationOf(d time.Duration) *time.Duration { return &d }

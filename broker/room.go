@@ -6,20 +6,14 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 )
 
-// roomPlan is what the delivery flow control (policy.waitForRoom) needs to
-// know about one topic: the ids of the subscribers that receive it at QoS
-// 1/2, and of the members of each shared-subscription group that do. It
-// also tells the ingress lines whether a message on the topic has anyone
-// to go to at all.
+// roomPlan is what delivery flow control (policy.waitForQueues) needs to
+// know about one topic: the ids of its subscribers (queues) and of the
+// members of each shared-subscription group (queueGroups), whose write
+// queues a publish waits for. It also tells the ingress lines whether a
+// message on the topic has anyone to go to at all.
 type roomPlan struct {
-	clients []string
-	groups  [][]string
-	// Every subscriber, whatever its subscription's QoS (queues, queueGroups),
-	// and those subscribed at QoS 0 only (qos0): their write queues are what
-	// a publish waits for (see policy.waitForQueues).
 	queues      []string
 	queueGroups [][]string
-	qos0        []string
 	// nobody: no subscription of any kind (client, shared or in-process)
 	// matches the topic, so delivering a message on it does nothing.
 	nobody bool
@@ -28,7 +22,7 @@ type roomPlan struct {
 // maxRoomPlans bounds roomCache; when full it is emptied.
 const maxRoomPlans = 4096
 
-// roomCache holds a roomPlan per topic, so that a QoS 1/2 publish does not
+// roomCache holds a roomPlan per topic, so that a publish does not
 // walk the topic index (allocating a fresh subscriber set) a second time on
 // top of mochi's own walk for delivery. Every change of the topic index is
 // followed by invalidate (the policy's OnSubscribed and OnUnsubscribed hooks,
@@ -53,24 +47,13 @@ func (c *roomCache) plan(srv *mqtt.Server, topic string) *roomPlan {
 	}
 	subs := srv.Topics.Subscribers(topic)
 	p = &roomPlan{nobody: len(subs.Subscriptions) == 0 && len(subs.Shared) == 0 && len(subs.InlineSubscriptions) == 0}
-	for id, sub := range subs.Subscriptions {
+	for id := range subs.Subscriptions {
 		p.queues = append(p.queues, id)
-		if sub.Qos > 0 {
-			p.clients = append(p.clients, id)
-		} else {
-			p.qos0 = append(p.qos0, id)
-		}
 	}
 	for _, group := range subs.Shared {
-		var ids, all []string
-		for id, sub := range group {
+		var all []string
+		for id := range group {
 			all = append(all, id)
-			if sub.Qos > 0 {
-				ids = append(ids, id)
-			}
-		}
-		if len(ids) > 0 {
-			p.groups = append(p.groups, ids)
 		}
 		if len(all) > 0 {
 			p.queueGroups = append(p.queueGroups, all)

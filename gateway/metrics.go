@@ -34,8 +34,9 @@ var (
 	mIngressRejected = desc("broker_ingress_rejected_total", "Publishes refused because they could not be stored.")
 	mAuthFailures    = desc("broker_auth_failures_total", "CONNECTs refused for bad credentials.")
 	mACLDenied       = desc("broker_acl_denied_total", "Publishes, subscriptions or deliveries refused by the ACL.")
-	mDeliveryWaits   = desc("broker_delivery_waits_total", "Publishes that waited for a slow subscriber (in flight or write queue full).")
-	mDeliveryTimeout = desc("broker_delivery_wait_timeouts_total", "Waits that reached limits.delivery_wait: that subscriber is not waited for until it catches up.")
+	mDeliveryWaits   = desc("broker_delivery_waits_total", "Publishes that waited for a subscriber's full queue.")
+	mDeliveryTimeout = desc("broker_delivery_wait_timeouts_total", "Waits given up after limits.delivery_wait: limits.when_queue_full applied to that subscriber.")
+	mSlowDisconnects = desc("broker_slow_disconnects_total", "Subscribers disconnected by limits.when_queue_full: disconnect.")
 
 	mBufMsgs     = desc("buffer_messages", "Messages stored and not yet acknowledged upstream (backlog).")
 	mBufBytes    = desc("buffer_bytes", "Backlog bytes counted against bridge.buffer.max_bytes.")
@@ -108,6 +109,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(mACLDenied, float64(s.ACLDenied))
 		counter(mDeliveryWaits, float64(s.DeliveryWaits))
 		counter(mDeliveryTimeout, float64(s.DeliveryWaitTimeout))
+		counter(mSlowDisconnects, float64(s.SlowDisconnects))
 	}
 	if q != nil {
 		s := q.Stats()
