@@ -79,10 +79,11 @@
 // session lives in memory: exactly once across reconnects only, and the
 // first connection of a process starts clean (reusing packet identifiers
 // the upstream may still hold would make it discard new messages). A
-// power loss (not kill -9) may additionally resurrect a PUBLISH file that
-// had been replaced by its PUBREL (paho/our store do not fsync
-// directories): that message may then be duplicated. QoS 1 is always at
-// least once.
+// PUBLISH replaced by its PUBREL is renamed into place and the directory
+// synced, so a power loss cannot bring the PUBLISH back; the removal of a
+// completed exchange's file does not sync the directory (one sync per
+// message is enough), so a power loss (not kill -9) may resurrect it and
+// that message may then be duplicated. QoS 1 is always at least once.
 //
 // MQTT 3.1.1: every connection uses a clean session; messages in flight
 // when a connection drops are resent from the buffer (at least once, for

@@ -14,6 +14,8 @@ import (
 	"sync"
 
 	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/fieldgate/fieldgate/internal/durable"
 )
 
 // sessionStore is the client side of the persisted MQTT 5 session (the
@@ -54,7 +56,7 @@ const (
 )
 
 func openSessionStore(dir string) (*sessionStore, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("session store: %w", err)
 	}
 	s := &sessionStore{dir: dir, entries: make(map[uint16]storeEntry)}
@@ -167,7 +169,9 @@ func writeFileSync(path string, data []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	// The directory too: else after a power cut the old file (or none)
+	// can come back in place of the new one.
+	return durable.Rename(tmp, path)
 }
 
 func (s *sessionStore) Get(id uint16) (io.ReadCloser, error) {

@@ -51,6 +51,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/time/rate"
+
+	"github.com/fieldgate/fieldgate/internal/durable"
 )
 
 // InProcessPrefix starts the Origin of every in-process publish: Publish with
@@ -286,7 +288,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	b.mu.Unlock()
 
 	dir := filepath.Join(b.dataDir, "broker")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("broker: create data dir: %w", err)
 	}
 
@@ -754,19 +756,29 @@ func (w *loopWatch) WithGroup(g string) slog.Handler {
 func (b *Broker) openStore(srv *mqtt.Server, path string) error {
 	err := b.addStore(srv, path)
 	if err == nil {
-		return nil
+		return syncStoreDir(path)
 	}
 	if _, statErr := os.Stat(path); statErr != nil {
 		return fmt.Errorf("broker: open store %s: %w", path, err)
 	}
 	aside := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405Z")
-	if rerr := os.Rename(path, aside); rerr != nil {
+	if rerr := durable.Rename(path, aside); rerr != nil {
 		return fmt.Errorf("broker: open store %s: %w (and could not move it aside: %v)", path, err, rerr)
 	}
 	b.log.Error("broker store is corrupt; moved aside, starting with an empty one (retained messages and sessions lost)",
 		"path", path, "moved_to", aside, "err", err)
 	if err := b.addStore(srv, path); err != nil {
 		return fmt.Errorf("broker: open fresh store %s: %w", path, err)
+	}
+	return syncStoreDir(path)
+}
+
+// syncStoreDir makes the store file's directory entry durable: bbolt
+// syncs the file it creates, not its directory, so a power cut could take
+// broker.db (with every retained message and session written to it) away.
+func syncStoreDir(path string) error {
+	if err := durable.SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("broker: store %s: %w", path, err)
 	}
 	return nil
 }

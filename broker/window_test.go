@@ -412,6 +412,8 @@ func testRetained(t *testing.T, rm uint16, qos byte) {
 	c.ackDelay = -1
 	c.subscribe("ret/#", qos)
 	waitWriteLoopBlocked(t, r, "ret")
+	// The broker has written all it will; wait for the client to read it.
+	c.waitUntil("the window's worth", func() bool { return len(c.msgs) >= int(rm) })
 	if got := c.check(); len(got) != int(rm) {
 		t.Fatalf("received %d retained messages with the window of %d full, want %d", len(got), rm, rm)
 	}
@@ -429,6 +431,7 @@ func testResume(t *testing.T, rm uint16, qos byte) {
 	sub.waitUntil("SUBACK", func() bool { return sub.subacks == 1 })
 	publishConcurrently(t, r.addr(0), publishers, n/2, 10, qos, func(p, i int) []byte { return fmt.Appendf(nil, "%d/%d", p, i) })
 	waitWriteLoopBlocked(t, r, "resume")
+	sub.waitUntil("the window's worth", func() bool { return len(sub.msgs) >= int(rm) })
 	first := sub.check() // held, unacknowledged: resent after the resume
 	if len(first) != int(rm) {
 		t.Fatalf("received %d with the window of %d full, want %d", len(first), rm, rm)

@@ -122,7 +122,10 @@ func TestCorruptStoreQuarantined(t *testing.T) {
 		{"vlog garbled", mayDropRecords, func(t *testing.T, dir string) {
 			garbleFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return n / 2 }, 64)
 		}},
-		{"vlog truncated to its header", mustQuarantine, func(t *testing.T, dir string) {
+		// What a power cut leaves of a value log whose values were
+		// never synced (never acknowledged): the records pointing into it
+		// are dropped at Open, counted as corrupt; the others are kept.
+		{"vlog truncated to its header", mayDropRecords, func(t *testing.T, dir string) {
 			truncateFile(t, oneFile(t, dir, "*.vlog"), func(n int64) int64 { return 20 })
 		}},
 	} {

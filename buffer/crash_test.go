@@ -16,6 +16,9 @@ import (
 const (
 	crashChildEnv = "FIELDGATE_BUFFER_CRASH_CHILD"
 	crashDirEnv   = "FIELDGATE_BUFFER_CRASH_DIR"
+	// crashBigEnv makes every other payload 5000 bytes long (padded after
+	// a space), so that values go to badger's value log.
+	crashBigEnv = "FIELDGATE_BUFFER_CRASH_BIG"
 )
 
 // crashChild appends forever from several goroutines, printing
@@ -36,12 +39,18 @@ func crashChild() {
 		out.Flush()
 		mu.Unlock()
 	}
+	big := os.Getenv(crashBigEnv) != ""
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
 				p := fmt.Sprintf("w%d-%d", w, i)
-				s, err := q.Append(context.Background(), []byte(p))
+				data := []byte(p)
+				if big && i%2 == 0 {
+					data = append(data, ' ')
+					data = append(data, bytes.Repeat([]byte{'v'}, 5000-len(data))...)
+				}
+				s, err := q.Append(context.Background(), data)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, "append:", err)
 					os.Exit(3)

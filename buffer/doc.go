@@ -24,6 +24,14 @@
 // but an appended record is never lost unless the quota or expiry policy
 // dropped it.
 //
+// Power cuts: the value log is synced before the WALs that point into it,
+// and the store's directory after the files it names (badger syncs neither
+// in that order). What a cut can still leave is repaired at Open instead of
+// setting the store aside: records near the end whose value never reached
+// the disk (never acknowledged) are dropped and counted as corrupt, empty
+// log files are removed, and a level-0 table the MANIFEST names but whose
+// directory entry was lost is forgotten (its WAL is still there).
+//
 // Startup never scans the whole store: a small metadata key, written in the
 // same transaction as every change, holds the running totals. A store badger
 // cannot open is moved aside (renamed to dir+".corrupt-<UTC timestamp>") and

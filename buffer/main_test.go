@@ -8,6 +8,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(crashVerifyEnv) != "" {
+		verifyChild()
+		return
+	}
 	if os.Getenv(crashChildEnv) != "" {
 		crashChild()
 		return

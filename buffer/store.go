@@ -14,6 +14,8 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/fieldgate/fieldgate/internal/durable"
 )
 
 // Badger tuning for a Raspberry Pi-class machine (the defaults use
@@ -100,7 +102,7 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "buffer")
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := durable.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("buffer: open: %w", err)
 	}
 	q := &Queue{
@@ -116,7 +118,7 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 	q.syncFault = injectedSyncFault()
 	q.gcond = sync.NewCond(&q.gmu)
 
-	db, m, rebuilt, err := openStore(dir, log)
+	db, m, rebuilt, dropped, err := openStore(dir, log)
 	if err != nil {
 		if environmentError(err) {
 			return nil, fmt.Errorf("buffer: open %s: %w", dir, err)
@@ -125,19 +127,35 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Queue, error) {
 		if rerr := os.Rename(dir, moved); rerr != nil {
 			return nil, fmt.Errorf("buffer: open %s: %w (moving the store aside failed: %v)", dir, err, rerr)
 		}
+		// Durably: else a power cut could bring the corrupt store back in
+		// place of the fresh one, with what was appended to that lost.
+		if serr := durable.SyncDir(filepath.Dir(filepath.Clean(dir))); serr != nil {
+			return nil, fmt.Errorf("buffer: open %s: %w (moving the store aside: %v)", dir, err, serr)
+		}
 		log.Error("buffer: store is corrupt; moved it aside and started an empty buffer", "dir", dir, "moved_to", moved, "reason", err)
 		q.stats.quarantined = 1
-		if err := os.MkdirAll(dir, 0o750); err != nil {
+		if err := durable.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("buffer: open fresh store: %w", err)
 		}
-		db, m, rebuilt, err = openStore(dir, log)
+		db, m, rebuilt, dropped, err = openStore(dir, log)
 		if err != nil {
 			return nil, fmt.Errorf("buffer: open fresh store %s: %w", dir, err)
 		}
 	}
+	if dropped > 0 {
+		q.stats.dropCorrupt += uint64(dropped)
+		log.Error("buffer: dropped unreadable records at the end of the store (their values never reached the disk: written after the last sync before a power cut, or the value log is damaged)", "dir", dir, "dropped", dropped)
+	}
 	if rebuilt {
 		q.stats.rebuilt = 1
 		log.Warn("buffer: metadata was missing or inconsistent; rebuilt it by scanning the store", "dir", dir, "records", m.count, "last_seq", m.lastSeq)
+	}
+	// What badger created or removed while opening (a new store's files,
+	// a replayed memtable flushed to a table) becomes durable now, not at
+	// the first append.
+	if err := durable.SyncDir(dir); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("buffer: open %s: %w", dir, err)
 	}
 	q.db, q.st = db, m
 	q.syncer = newStoreSyncer(dir)
@@ -168,7 +186,7 @@ func environmentError(err error) bool {
 // openStore opens badger and loads (or, if it is missing or does not match
 // the keys, rebuilds) the metadata. A panic inside badger while reading a
 // damaged store is turned into an error.
-func openStore(dir string, log *slog.Logger) (db *badger.DB, m meta, rebuilt bool, err error) {
+func openStore(dir string, log *slog.Logger) (db *badger.DB, m meta, rebuilt bool, dropped int, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("badger panicked reading the store: %v", p)
@@ -179,28 +197,34 @@ func openStore(dir string, log *slog.Logger) (db *badger.DB, m meta, rebuilt boo
 		}
 	}()
 	opts := badgerOptions(dir, log)
+	if err := removeEmptyLogs(dir); err != nil {
+		return nil, meta{}, false, 0, err
+	}
 	if err := checkManifest(dir, opts); err != nil {
-		return nil, meta{}, false, err
+		return nil, meta{}, false, 0, err
 	}
 	if err := checkTables(dir); err != nil {
-		return nil, meta{}, false, err
+		return nil, meta{}, false, 0, err
 	}
 	db, err = badger.Open(opts)
 	if err != nil {
-		return nil, meta{}, false, err
+		return nil, meta{}, false, 0, err
 	}
-	m, rebuilt, err = loadMeta(db)
+	dropped, err = dropUnreadableTail(db)
+	if err == nil {
+		m, rebuilt, err = loadMeta(db, dropped)
+	}
 	if err != nil {
 		_ = db.Close()
-		return nil, meta{}, false, err
+		return nil, meta{}, false, 0, err
 	}
-	return db, m, rebuilt, nil
+	return db, m, rebuilt, dropped, nil
 }
 
 // loadMeta reads the metadata and checks it against the first and last
 // record keys (two seeks). When it is missing or does not match, it scans
 // the record keys once and writes corrected metadata.
-func loadMeta(db *badger.DB) (meta, bool, error) {
+func loadMeta(db *badger.DB, dropped int) (meta, bool, error) {
 	var m meta
 	var merr error
 	var first, last uint64
@@ -230,14 +254,14 @@ func loadMeta(db *badger.DB) (meta, bool, error) {
 		// The metadata is written in the same transaction as the keys:
 		// records it counts cannot vanish unless the tables are damaged.
 		return meta{}, false, fmt.Errorf("%d records expected after seq %d, none readable: %w", m.count, m.head, errCorrupt)
-	case merr == nil && (!found || m.count > 0 && first > m.head && last <= m.lastSeq):
+	case merr == nil && dropped == 0 && (!found || m.count > 0 && first > m.head && last <= m.lastSeq):
 		if found {
 			if err := checkRecords(db, first, last); err != nil {
 				return meta{}, false, err
 			}
 		}
 		return m, false, nil
-	case merr != nil && !errors.Is(merr, errCorrupt) && !found:
+	case merr != nil && !errors.Is(merr, errCorrupt) && !found && dropped == 0:
 		return meta{}, false, nil // a new store
 	}
 	// Rebuild. Keep lastSeq when it was readable, so that sequence numbers
@@ -336,4 +360,107 @@ func checkRecords(db *badger.DB, seqs ...uint64) error {
 		}
 		return nil
 	})
+}
+
+// dropUnreadableTail deletes the records near the end of the queue whose
+// value is in the value log but cannot be read, and returns how many it
+// deleted. After a power cut, write-ahead log records can be durable while
+// the value-log entries they point to are not: both were written after the
+// last group commit's sync of the value log began, so Append never returned
+// for them (see storeSyncer.sync). Such records can be interleaved with
+// readable ones whose values are kept in the LSM tree. The value log is
+// written sequentially and synced as a prefix, so the scan (backwards,
+// keys only) stops at the first record whose value-log entry is readable,
+// or after tailScanRecords records: Open must stay cheap. Damage further
+// back is found by Read, which drops those records as "corrupt".
+func dropUnreadableTail(db *badger.DB) (int, error) {
+	var bad [][]byte
+	err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{recordPrefix}, Reverse: true})
+		defer it.Close()
+		n := 0
+		for it.Seek(sentinelKey); it.Valid() && n < tailScanRecords; it.Next() {
+			item := it.Item()
+			if bytes.Equal(item.Key(), sentinelKey) {
+				continue
+			}
+			n++
+			if item.ValueSize() < valueThreshold {
+				continue // in the LSM tree, durable with its key
+			}
+			if readable(item) {
+				return nil
+			}
+			bad = append(bad, item.KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil || len(bad) == 0 {
+		return 0, err
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		for _, k := range bad {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = db.Sync()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("drop %d unreadable records at the end: %w", len(bad), err)
+	}
+	return len(bad), nil
+}
+
+// tailScanRecords bounds dropUnreadableTail's scan: more than the records
+// written while one sync runs.
+const tailScanRecords = 4 * maxBatchRequests
+
+// readable says whether a record's value can be read and decoded.
+func readable(item *badger.Item) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return false
+	}
+	_, err = decodeRecord(item.Key(), v)
+	return err == nil
+}
+
+// removeEmptyLogs removes the empty WAL and value-log files in dir. Badger
+// creates a log and sizes it before anything is written to it; a power cut
+// can keep the file's directory entry (synced with another change of the
+// directory) but not its size, and badger refuses to open an empty log
+// ("Create a new file"). An empty log holds no record, and no durable
+// pointer can refer to an empty value log: the value log is synced before
+// the WALs that point into it.
+func removeEmptyLogs(dir string) error {
+	var removed bool
+	for _, pat := range []string{"*.mem", "*.vlog"} {
+		logs, err := filepath.Glob(filepath.Join(dir, pat))
+		if err != nil {
+			return err
+		}
+		for _, p := range logs {
+			fi, err := os.Stat(p)
+			if err != nil || fi.Size() != 0 {
+				continue
+			}
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			removed = true
+		}
+	}
+	if removed {
+		return durable.SyncDir(dir)
+	}
+	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fieldgate/fieldgate/internal/durable"
 )
 
 // storeSyncer makes everything written to badger so far durable, in place
@@ -44,13 +46,16 @@ type storeSyncer struct {
 	// vlogMax is the newest value-log file seen at the previous sync (-1:
 	// none yet).
 	vlogMax int
+	// dirDirty says that an entry of dir was created, removed or renamed
+	// since the directory was last synced (always, without inotify).
+	dirDirty bool
 	// For tests: the most WALs and value-log files synced by one call, and
 	// the number of listings.
 	maxWALs, maxVlogs, listings int
 }
 
 func newStoreSyncer(dir string) *storeSyncer {
-	s := &storeSyncer{dir: dir, files: make(map[string]*os.File), seen: make(map[string]bool), vlogs: make(map[int]string), vlogMax: -1, ino: -1}
+	s := &storeSyncer{dir: dir, files: make(map[string]*os.File), seen: make(map[string]bool), vlogs: make(map[int]string), vlogMax: -1, ino: -1, dirDirty: true}
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
 		return s
@@ -83,6 +88,7 @@ func (s *storeSyncer) changed() bool {
 			// Unusable: list every time from now on.
 			_ = unix.Close(s.ino)
 			s.ino = -1
+			s.dirDirty = true
 			return true
 		}
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
@@ -94,6 +100,7 @@ func (s *storeSyncer) changed() bool {
 			if ev.Mask&unix.IN_Q_OVERFLOW != 0 || bytes.HasSuffix(name, []byte(".mem")) || bytes.HasSuffix(name, []byte(".vlog")) {
 				changed = true
 			}
+			s.dirDirty = true
 			off += unix.SizeofInotifyEvent + int(ev.Len)
 		}
 	}
@@ -147,13 +154,13 @@ func (s *storeSyncer) sync(values bool) (bool, error) {
 		return false, nil
 	}
 	clear(s.seen)
-	s.maxWALs = max(s.maxWALs, len(s.wals))
-	for _, n := range s.wals {
-		s.seen[n] = true
-		if err := s.fdatasync(n); err != nil {
-			return true, err
-		}
-	}
+	// The value log first, then the WALs that point into it: the next
+	// batch is being written meanwhile (vlog, then WAL), and a WAL synced
+	// first could make a pointer durable whose value is not. In this
+	// order every WAL record synced here points at a value that was
+	// written before the WAL record, so before this sync began, or at one
+	// of the next batch, which no Append returned for (Open drops such an
+	// unreadable tail, see dropUnreadableTail).
 	vmax := s.vmax
 	if values || vmax != s.vlogMax {
 		from := s.vlogMax
@@ -176,6 +183,23 @@ func (s *storeSyncer) sync(values bool) (bool, error) {
 		s.vlogMax = vmax
 	} else if n, ok := s.vlogs[vmax]; ok {
 		s.seen[n] = true // keep its descriptor
+	}
+	s.maxWALs = max(s.maxWALs, len(s.wals))
+	for _, n := range s.wals {
+		s.seen[n] = true
+		if err := s.fdatasync(n); err != nil {
+			return true, err
+		}
+	}
+	// Then the directory, after the data its new entries refer to: badger
+	// creates tables, WALs and value-log files and removes them (a flushed
+	// memtable's WAL, a value log after GC) without syncing it.
+	if s.dirDirty {
+		s.dirDirty = s.ino < 0
+		if err := durable.SyncDir(s.dir); err != nil {
+			s.dirDirty = true
+			return true, fmt.Errorf("sync: %w", err)
+		}
 	}
 	if len(s.files) > len(s.seen) {
 		for n, f := range s.files {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -31,15 +32,69 @@ func checkManifest(dir string, opts badger.Options) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	m, _, err := badger.ReplayManifestFile(f, opts.ExternalMagicVersion, opts)
+	m, valid, err := badger.ReplayManifestFile(f, opts.ExternalMagicVersion, opts)
+	_ = f.Close()
 	if err != nil {
 		return fmt.Errorf("MANIFEST: %v: %w", err, errCorrupt)
 	}
-	for id := range m.Tables {
-		if _, err := os.Stat(table.NewFilename(id, dir)); err != nil {
+	var missing []uint64
+	for id, tm := range m.Tables {
+		_, err := os.Stat(table.NewFilename(id, dir))
+		switch {
+		case err == nil:
+		case errors.Is(err, fs.ErrNotExist) && tm.Level == 0:
+			missing = append(missing, id)
+		default:
 			return fmt.Errorf("table %d listed in the MANIFEST: %v: %w", id, err, errCorrupt)
 		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	// Badger flushes a memtable by creating a level-0 table, appending
+	// it to the MANIFEST (synced) and removing the memtable's WAL, without
+	// syncing the directory. After a power cut the MANIFEST can name a
+	// table whose directory entry was never durable; then the WAL's
+	// removal was not either (it came later, in the same directory), so
+	// the WAL, replayed at Open, still holds the table's records. Remove
+	// the table from the MANIFEST the way badger does, with a deletion.
+	wals, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if len(wals) == 0 {
+		return fmt.Errorf("level-0 tables %v listed in the MANIFEST are missing and no WAL is left: %w", missing, errCorrupt)
+	}
+	return forgetTables(path, valid, missing)
+}
+
+// forgetTables appends the deletion of tables to the MANIFEST at path,
+// whose valid length is valid (a torn record after it is cut off), and
+// syncs it. The format is badger's (manifest.go): per change set, its
+// length and CRC-32C (big-endian uint32s), then the protobuf.
+func forgetTables(path string, valid int64, ids []uint64) error {
+	cs := &pb.ManifestChangeSet{}
+	for _, id := range ids {
+		cs.Changes = append(cs.Changes, &pb.ManifestChange{Id: id, Op: pb.ManifestChange_DELETE})
+	}
+	buf, err := proto.Marshal(cs)
+	if err != nil {
+		return fmt.Errorf("MANIFEST: %w", err)
+	}
+	rec := make([]byte, 8, 8+len(buf))
+	binary.BigEndian.PutUint32(rec[0:4], uint32(len(buf)))
+	binary.BigEndian.PutUint32(rec[4:8], crc32.Checksum(buf, y.CastagnoliCrcTable))
+	rec = append(rec, buf...)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("MANIFEST: %w", err)
+	}
+	defer f.Close()
+	if err := f.Truncate(valid); err != nil {
+		return fmt.Errorf("MANIFEST: %w", err)
+	}
+	if _, err := f.WriteAt(rec, valid); err != nil {
+		return fmt.Errorf("MANIFEST: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("MANIFEST: %w", err)
 	}
 	return nil
 }

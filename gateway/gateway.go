@@ -25,6 +25,8 @@ import (
 	"github.com/fieldgate/fieldgate/devices/modbus"
 	"github.com/fieldgate/fieldgate/devices/serial"
 	"github.com/fieldgate/fieldgate/devices/sim"
+
+	"github.com/fieldgate/fieldgate/internal/durable"
 )
 
 // Origins of in-process publishers on the local broker.
@@ -168,7 +170,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	cfg := g.cfg
 	tuneRuntime(int64(*cfg.Gateway.MemoryLimit), os.Getenv)
 	dataDir := cfg.Gateway.DataDir
-	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+	if err := durable.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
 	unlock, err := lockDir(dataDir)
