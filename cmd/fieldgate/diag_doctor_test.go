@@ -16,23 +16,7 @@ import (
 // configured credentials, Modbus TCP endpoints, secret files and the data
 // directory's lock, one line each.
 func TestDoctorField(t *testing.T) {
-	need(t, "mosquitto_passwd")
-	pwDir, err := os.MkdirTemp("", "fieldgate-doctor-pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(pwDir) })
-	if err := os.Chmod(pwDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pw := filepath.Join(pwDir, "mosquitto.passwd")
-	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pw, "gw1", "right").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-	}
-	if err := os.Chmod(pw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	up := startMosquitto(t, 0, "allow_anonymous false", "password_file "+pw)
+	up := startMosquittoWithLogin(t)
 
 	modbusUp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

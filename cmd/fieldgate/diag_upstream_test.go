@@ -27,28 +27,10 @@ func bridgeTo(port int, protocol, upstreamExtra string) string {
 // name and what to check, and the delay before the next attempt — not as
 // "unreachable".
 func TestUpstreamRefusedLogin(t *testing.T) {
-	need(t, "mosquitto_passwd")
 	for _, protocol := range []string{"5", "3.1.1"} {
 		t.Run("mqtt"+protocol, func(t *testing.T) {
 			dir := t.TempDir()
-			// mosquitto started as root reads its password file as user
-			// mosquitto: it must not be under the test's private directory.
-			pwDir, err := os.MkdirTemp("", "fieldgate-upstream-pw")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(pwDir) })
-			if err := os.Chmod(pwDir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			pw := filepath.Join(pwDir, "mosquitto.passwd")
-			if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pw, "gw1", "right").CombinedOutput(); err != nil {
-				t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-			}
-			if err := os.Chmod(pw, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			up := startMosquitto(t, 0, "allow_anonymous false", "password_file "+pw)
+			up := startMosquittoWithLogin(t)
 			secret := filepath.Join(dir, "upstream.pass")
 			if err := os.WriteFile(secret, []byte("wrong\n"), 0o600); err != nil {
 				t.Fatal(err)
@@ -180,4 +162,29 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// startMosquittoWithLogin starts a mosquitto that accepts only user gw1
+// with password "right". Started as root, mosquitto reads its password
+// file as user mosquitto, so the file lives outside the test's private
+// temporary directory.
+func startMosquittoWithLogin(t testing.TB) *mosquitto {
+	t.Helper()
+	need(t, "mosquitto_passwd")
+	pwDir, err := os.MkdirTemp("", "fieldgate-upstream-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pwDir) })
+	if err := os.Chmod(pwDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(pwDir, "mosquitto.passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pw, "gw1", "right").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	if err := os.Chmod(pw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startMosquitto(t, 0, "allow_anonymous false", "password_file "+pw)
 }

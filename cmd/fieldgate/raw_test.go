@@ -133,13 +133,18 @@ func (rc *rawConn) send(p []byte) {
 // (or a reset) when the server closed the connection.
 func (rc *rawConn) read(timeout time.Duration) (byte, []byte, error) {
 	_ = rc.c.SetReadDeadline(time.Now().Add(timeout))
-	h, err := rc.r.ReadByte()
+	return readPacket(rc.r)
+}
+
+// readPacket reads one MQTT packet from r: its fixed header byte and body.
+func readPacket(r *bufio.Reader) (byte, []byte, error) {
+	h, err := r.ReadByte()
 	if err != nil {
 		return 0, nil, err
 	}
 	n, mul := 0, 1
 	for {
-		b, err := rc.r.ReadByte()
+		b, err := r.ReadByte()
 		if err != nil {
 			return 0, nil, err
 		}
@@ -150,7 +155,7 @@ func (rc *rawConn) read(timeout time.Duration) (byte, []byte, error) {
 		}
 	}
 	body := make([]byte, n)
-	_, err = io.ReadFull(rc.r, body)
+	_, err = io.ReadFull(r, body)
 	return h, body, err
 }
 

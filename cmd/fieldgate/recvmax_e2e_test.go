@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os/exec"
 	"strings"
@@ -62,27 +61,7 @@ func dialV5(t *testing.T, g *gw, id string, rm uint16, filter string) *rawV5 {
 	return c
 }
 
-func (c *rawV5) read() (byte, []byte, error) {
-	h, err := c.r.ReadByte()
-	if err != nil {
-		return 0, nil, err
-	}
-	n, mul := 0, 1
-	for {
-		b, err := c.r.ReadByte()
-		if err != nil {
-			return 0, nil, err
-		}
-		n += int(b&0x7f) * mul
-		mul *= 128
-		if b&0x80 == 0 {
-			break
-		}
-	}
-	body := make([]byte, n)
-	_, err = io.ReadFull(c.r, body)
-	return h, body, err
-}
+func (c *rawV5) read() (byte, []byte, error) { return readPacket(c.r) }
 
 // publishIDs reads what the connection has received until it has been
 // quiet for a while and returns the packet ids of the QoS 1/2 PUBLISH
